@@ -1,0 +1,175 @@
+"""train(config) -> iterator of small progress events. No printing, no files.
+
+Same math as the reference: shuffled passes over the points in batches of 256, t ~ U{0..T-1},
+MSE on eps (+ lambda * VLB KL), AdamW, global grad-norm clip, cosine lr to 0, EMA with warm-up.
+Faster because the batches are index slices of one tensor, the losses stay on the device until
+a progress event needs them, and the optimizer and clipping use torch's fused/foreach kernels.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .config import TrainConfig
+from .data import make_dataset
+from .diffusion import NoiseSchedule
+from .models import Denoiser, build_model
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (a non-finite loss); the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int                 # optimizer steps done
+    total: int
+    loss: float               # mean training loss since the previous event
+    lr: float
+    elapsed: float            # training seconds so far (previews excluded)
+    alpha: tuple | None = None    # alpha(t) for t = 0..T-1 (dual models), sometimes
+    preview: tuple | None = None  # a few sampled points ((x, y), ...), sometimes
+
+
+@dataclass
+class Trained:
+    """The end of train(): the online and EMA models and what was measured on the way."""
+    model: Denoiser
+    ema: Denoiser
+    schedule: NoiseSchedule
+    data: torch.Tensor                    # (n, 2) training points on the device
+    losses: np.ndarray                    # (steps,) per-step training loss
+    training_time: float
+    generator: torch.Generator = field(repr=False)
+
+
+class Ema:
+    """EMA of the weights with the reference's warm-up (shared/reference.md).
+
+    Considered every `every` optimizer steps s (0-based): copy while s <= 110 (warm-up; the
+    reference copies through s = 100 and once more at 110), then
+    ema <- ema + (1 - decay)(w - ema), decay = min(0.995, 1 - (1 + s - 100)^(-2/3)).
+    """
+
+    def __init__(self, model: Denoiser, ema_model: Denoiser, every: int = 10, cap: float = 0.995):
+        self.online = [p.detach() for p in model.parameters()]
+        self.shadow = [p.detach() for p in ema_model.parameters()]
+        self.every, self.cap = every, cap
+
+    @staticmethod
+    def decay(s: int, cap: float = 0.995) -> float:
+        return min(cap, 1.0 - (1.0 + s - 100) ** (-2.0 / 3.0))
+
+    def update(self, s: int) -> None:
+        if s % self.every:
+            return
+        if s <= 110:
+            torch._foreach_copy_(self.shadow, self.online)
+        else:
+            torch._foreach_lerp_(self.shadow, self.online, 1.0 - self.decay(s, self.cap))
+
+
+def cosine_lr(peak: float, step: int, total: int) -> float:
+    """torch's CosineAnnealingLR(T_max=total, eta_min=0) in closed form, for 0-based `step`."""
+    return peak * 0.5 * (1.0 + math.cos(math.pi * step / total))
+
+
+def make_optimizer(model: Denoiser, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+    # fused=True is one kernel for all parameters (CPU and CUDA); identical AdamW math.
+    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999),
+                             weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda"))
+
+
+def batch_indices(n: int, batch: int, g: torch.Generator, device: torch.device):
+    """Endless shuffled passes over n points: yields index tensors (last of a pass may be short)."""
+    while True:
+        perm = torch.randperm(n, generator=g, device=device)
+        yield from perm.split(batch)
+
+
+def loss_fn(model, schedule, x0, t, eps, kl_weight: float) -> torch.Tensor:
+    xt = schedule.add_noise(x0, eps, t)  # (B, 2)
+    eps_hat = model(xt, t)  # (B, 2)
+    loss = torch.nn.functional.mse_loss(eps_hat, eps)
+    if kl_weight:
+        loss = loss + kl_weight * schedule.vlb_kl(x0, xt, eps_hat, t).mean()
+    return loss
+
+
+def setup(config: TrainConfig, device: torch.device):
+    """Seeded model, EMA copy, schedule, data and generator: everything a run starts from."""
+    torch.manual_seed(config.seed)  # the parameter init draws from torch's global generator
+    model = build_model(config).to(device)
+    ema_model = build_model(config).to(device)
+    ema_model.load_state_dict(model.state_dict())
+    ema_model.requires_grad_(False)
+    schedule = NoiseSchedule(config.timesteps, schedule=config.beta_schedule).to(device)
+    data = torch.from_numpy(make_dataset(config.dataset, config.n_points)).to(device)
+    g = torch.Generator(device=device).manual_seed(config.seed)
+    return model, ema_model, schedule, data, g
+
+
+def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | None = None,
+          previews: int = 0):
+    """Train; yield a Progress every `every` steps (default ~200 events per run), then a Trained.
+
+    previews > 0 adds alpha(t) and a few EMA samples to that many evenly spaced events (their
+    cost is left out of `elapsed`).
+    """
+    config.validate()
+    device = torch.device(device)
+    model, ema_model, schedule, data, g = setup(config, device)
+    opt = make_optimizer(model, config, device)
+    ema = Ema(model, ema_model)
+    params = list(model.parameters())
+    every = every or max(1, config.steps // 200)
+    preview_at = set(np.linspace(0, config.steps, previews + 1, dtype=int)[1:]) if previews else set()
+    losses = torch.zeros(config.steps, device=device)
+    batches = batch_indices(config.n_points, config.batch_size, g, device)
+    model.train()
+    spent, last, start = 0.0, 0, time.perf_counter()
+    for s in range(config.steps):
+        idx = next(batches)
+        t = torch.randint(0, config.timesteps, (len(idx),), generator=g, device=device)
+        eps = torch.randn(len(idx), 2, generator=g, device=device)
+        loss = loss_fn(model, schedule, data[idx], t, eps, config.kl_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+        for group in opt.param_groups:
+            group["lr"] = cosine_lr(config.lr, s, config.steps)
+        opt.step()
+        ema.update(s)
+        losses[s] = loss.detach()
+        done = s + 1
+        if done % every == 0 or done == config.steps:
+            mean = losses[last:done].mean().item()  # the one device sync per event
+            if not math.isfinite(mean):
+                raise TrainingFailed(f"training loss became {mean} at step {done}; try a lower lr")
+            elapsed = time.perf_counter() - start - spent
+            extra, spent_now = _preview(ema_model, schedule, g, done in preview_at)
+            spent += spent_now
+            yield Progress(done, config.steps, mean, opt.param_groups[0]["lr"], elapsed, **extra)
+            last = done
+    training_time = time.perf_counter() - start - spent
+    yield Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g)
+
+
+@torch.inference_mode()
+def _preview(ema_model: Denoiser, schedule: NoiseSchedule, g: torch.Generator, wanted: bool):
+    """alpha(t) and 300 EMA samples for a live view; costs ~0.1 s on a CPU, so only when asked."""
+    if not wanted:
+        return {}, 0.0
+    from .evaluate import sample  # late import: evaluate imports this module
+
+    t0 = time.perf_counter()
+    alpha = ema_model.alpha_table()
+    points, _, _ = sample(ema_model, schedule, 300, torch.Generator(g.device).manual_seed(0))
+    extra = {"preview": tuple(map(tuple, points.round(3).tolist()))}
+    if alpha is not None:
+        extra["alpha"] = tuple(round(a, 5) for a in alpha.tolist())
+    return extra, time.perf_counter() - t0
