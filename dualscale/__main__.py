@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from .config import SCHEDULES, VARIANTS, WEIGHT_NETS, TrainConfig
 from .data import DATASETS, PAPER_DATASETS
-from .runs import DEVICES, Cancelled, run_config
+from .runs import DEVICES, Cancelled, resolve_device, run_config
 from .store import RunInProgress, Store, StoreError
 from .train import TrainingFailed
 
@@ -93,7 +93,10 @@ def run_one(config: TrainConfig, store: Store, a, position: str = "", **kw) -> d
 
 def cmd_train(a) -> int:
     config = TrainConfig(dataset=a.dataset, variant=a.variant, seed=a.seed, **settings(a)).validate()
-    ev = run_one(config, Store(a.store), a, previews=a.previews)
+    resolve_device(a.device)  # every check before the first bar is drawn
+    store = Store(a.store)
+    store.check_writable()
+    ev = run_one(config, store, a, previews=a.previews)
     print(json.dumps({k: v for k, v in ev.items() if k != "event"}))
     return 0
 
@@ -102,6 +105,7 @@ def cmd_reproduce(a) -> int:
     from .reproduce import TITLES, experiment, fidelity, markdown, metrics_frame, table
 
     configs = experiment(a.seeds, a.datasets, a.variants, **settings(a))  # all validated up front
+    resolve_device(a.device)
     store = Store(a.store)
     store.check_writable()
     for i, config in enumerate(configs):

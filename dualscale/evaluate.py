@@ -15,6 +15,7 @@ from .train import Trained
 EVAL_BATCH = 256     # the reference's batches: the loss is the mean of per-batch means
 EVAL_CHUNK = 64      # batches evaluated per forward pass (same math, fewer, larger matmuls)
 TRAJECTORY_POINTS = 1_000
+SAMPLE_CHUNK = 2_048  # CPU sampling: points per chunk (fits the caches, still a large matmul)
 
 
 @dataclass
@@ -45,26 +46,39 @@ def eval_loss(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, g: t
 
 @torch.inference_mode()
 def sample(model: Denoiser, schedule: NoiseSchedule, n: int, g: torch.Generator,
-           keep: int = 0):
-    """Reverse process from N(0, I) through t = T-1..0.
+           keep: int = 0, chunk: int | None = None):
+    """Reverse process from N(0, I) through t = T-1..0 (Ho et al. Algorithm 2).
 
+    On a CPU the points go through in chunks of SAMPLE_CHUNK, each chunk all the way from noise
+    to data, so a step's activations stay in cache; on a GPU as one batch.
     Returns (points (n, 2) float32, alpha (T,) or None, trajectory (T+1, keep, 2) or None).
     """
     model.eval()
     device = schedule.betas.device
-    x = torch.randn(n, 2, generator=g, device=device)  # (n, 2)
-    alpha = model.alpha_table()
-    frames = [x[:keep].clone()] if keep else None
-    for t in range(schedule.timesteps - 1, -1, -1):
-        eps_hat = model(x, t)  # one t for the whole batch: its embedding row is shared
-        noise = torch.randn(n, 2, generator=g, device=device) if t > 0 else None
-        x = schedule.step(eps_hat, t, x, noise)
-        if keep:
-            frames.append(x[:keep].clone())
+    chunk = chunk or (n if device.type == "cuda" else SAMPLE_CHUNK)
+    keep = min(keep, chunk, n)
+    start = torch.randn(n, 2, generator=g, device=device)  # (n, 2)
+    out, frames = [], []
+    for i, x in enumerate(start.split(chunk)):
+        frames_here = frames if i == 0 and keep else None
+        out.append(_reverse(model, schedule, x, g, frames_here, keep))
     model.train()
+    alpha = model.alpha_table()  # depends on t alone: the batch mean at t is alpha(t) itself
     traj = torch.stack(frames).cpu().numpy() if keep else None
-    # alpha depends on t alone, so the batch mean at t is alpha(t) itself.
-    return x.cpu().numpy(), None if alpha is None else alpha.cpu().numpy(), traj
+    return torch.cat(out).cpu().numpy(), None if alpha is None else alpha.cpu().numpy(), traj
+
+
+def _reverse(model, schedule, x, g, frames, keep):
+    """Denoise one chunk from t = T-1 to 0, appending x[:keep] at each step to `frames`."""
+    if frames is not None:
+        frames.append(x[:keep].clone())
+    for t in range(schedule.timesteps - 1, -1, -1):
+        eps_hat = model(x, t)  # one t for the whole chunk: its embedding row is shared
+        noise = torch.randn(x.shape, generator=g, device=x.device) if t > 0 else None
+        x = schedule.step(eps_hat, t, x, noise)
+        if frames is not None:
+            frames.append(x[:keep].clone())
+    return x
 
 
 def synchronize(device: torch.device) -> None:

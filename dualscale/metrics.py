@@ -23,8 +23,9 @@ def kl_divergence(real: np.ndarray, samples: np.ndarray, k: int = 5) -> float:
         raise ValueError(f"real and samples differ in dimension: {d} vs {samples.shape[1]}")
     if not 1 <= k < min(n, m + 1):
         raise ValueError(f"k must be in 1..{min(n - 1, m)} for {n} real and {m} sampled points, got {k}")
-    rho = cKDTree(real).query(real, k=k + 1, p=np.inf, workers=-1)[0][:, k]  # skip the point itself
-    nu = cKDTree(samples).query(real, k=k, p=np.inf, workers=-1)[0][:, k - 1]
+    # k as a list asks the tree for that neighbour alone; k + 1 skips the point itself.
+    rho = cKDTree(real).query(real, k=[k + 1], p=np.inf, workers=-1)[0][:, 0]
+    nu = cKDTree(samples).query(real, k=[k], p=np.inf, workers=-1)[0][:, 0]
     if np.any(rho == 0):
         raise ValueError("real points contain more than k duplicates of one point; the estimator needs distinct points")
     with np.errstate(divide="ignore"):  # a sample exactly on a real point gives ln 0 = -inf: KL -> -inf

@@ -20,10 +20,15 @@ HIDDEN = 256
 N_BLOCKS = 3
 
 
-def sinusoidal(v: torch.Tensor, scale: float) -> torch.Tensor:
-    """E_s(v) = [sin(s v f), cos(s v f)], f_i = exp(-i ln(10000) / 63), i = 0..63: (..., 128)."""
+def frequencies(device=None) -> torch.Tensor:
+    """f_i = exp(-i ln(10000) / 63), i = 0..63."""
     half = EMBED_DIM // 2
-    freqs = torch.exp(-math.log(10000.0) * torch.arange(half, device=v.device) / (half - 1))
+    return torch.exp(-math.log(10000.0) * torch.arange(half, device=device) / (half - 1))
+
+
+def sinusoidal(v: torch.Tensor, scale: float, freqs: torch.Tensor | None = None) -> torch.Tensor:
+    """E_s(v) = [sin(s v f), cos(s v f)]: (...,) -> (..., 128)."""
+    freqs = frequencies(v.device) if freqs is None else freqs
     arg = (scale * v)[..., None] * freqs  # (..., 64)
     return torch.cat([arg.sin(), arg.cos()], -1)
 
@@ -48,16 +53,22 @@ class Branches(nn.Module):
         self.b_res = nn.ParameterList([_uniform((k, 1, HIDDEN), HIDDEN) for _ in range(N_BLOCKS)])
         self.w_out = _uniform((k, HIDDEN, 2), HIDDEN)
         self.b_out = _uniform((k, 1, 2), HIDDEN)
+        self.register_buffer("freqs", frequencies(), persistent=False)
 
     def forward(self, xy: torch.Tensor, t_embed: torch.Tensor, t) -> torch.Tensor:
         """xy (K, B, 2) coordinates per branch; t_embed (T, 128) table; t (B,) long or int -> (K, B, 2)."""
         k, b, _ = xy.shape
-        emb = sinusoidal(xy, 25.0).reshape(k, b, 2 * EMBED_DIM)  # (K, B, 256) = [E(x), E(y)]
+        emb = sinusoidal(xy, 25.0, self.freqs).reshape(k, b, 2 * EMBED_DIM)  # (K, B, 256) = [E(x), E(y)]
         t_part = torch.baddbmm(self.b_in, t_embed.expand(k, -1, -1), self.w_in_t)  # (K, T, 256)
         t_part = t_part[:, t:t + 1] if isinstance(t, int) else t_part[:, t]  # (K, 1 or B, 256)
-        h = torch.bmm(emb, self.w_in_xy) + t_part
-        for w, bias in zip(self.w_res, self.b_res):
-            h = h + torch.baddbmm(bias, torch.relu(h), w)  # (K, B, 256)
+        if torch.is_grad_enabled():
+            h = torch.bmm(emb, self.w_in_xy) + t_part
+            for w, bias in zip(self.w_res, self.b_res):
+                h = torch.baddbmm(h + bias, torch.relu(h), w)  # h + b + relu(h) W: (K, B, 256)
+        else:  # no autograd: accumulate in place, no temporaries the size of h
+            h = torch.bmm(emb, self.w_in_xy).add_(t_part)
+            for w, bias in zip(self.w_res, self.b_res):
+                h = h.baddbmm_(torch.relu(h), w).add_(bias)
         return torch.baddbmm(self.b_out, torch.relu(h), self.w_out)  # (K, B, 2)
 
 

@@ -1,0 +1,117 @@
+"""Speed of the engine against a plain matmul of the same shapes, measured in one run.
+
+    python benchmarks/speed.py [--device cpu|cuda] [--repeats 5] [--quick]
+
+Prints medians (and min-max) of: ms per training step at batch 256 for each variant (with
+batch drawing, clipping, AdamW, EMA: the real loop), sampling 10,000 points x 100 steps, the
+eval-loss pass over 100,000 points, and the GFLOP/s of bare matmuls of the model's shapes, so
+the ratio says how much of a step is arithmetic and how much is overhead. FLOP counts are the
+reference's (one baseline step 0.45 GFLOP, one adaptive step 0.97 GFLOP, forward + backward).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dualscale.config import TrainConfig  # noqa: E402
+from dualscale.evaluate import eval_loss, sample, synchronize  # noqa: E402
+from dualscale.train import train  # noqa: E402
+
+GFLOP_PER_STEP = {"baseline": 0.45, "fixed": 0.97, "adaptive": 0.97}  # reference.md
+REFERENCE_MS = {"baseline": 11.7, "adaptive": 19.5}  # the reference code, same machine kind
+REFERENCE_SAMPLE_S = {"baseline": 10.3, "adaptive": 19.0}
+
+
+def med(xs):
+    return f"{statistics.median(xs):8.3f} (min {min(xs):.3f}, max {max(xs):.3f})"
+
+
+def step_ms(variant: str, device: str, block: int, repeats: int) -> list[float]:
+    """ms per step over `repeats` blocks of `block` steps, after a warm-up block."""
+    cfg = TrainConfig(dataset="dino", variant=variant, steps=block * (repeats + 1))
+    elapsed = [e.elapsed for e in train(cfg, device, every=block) if hasattr(e, "elapsed")]
+    return [(b - a) / block * 1000 for a, b in zip(elapsed[:-1], elapsed[1:])]
+
+
+def trained_state(variant: str, device: str):
+    """A briefly trained model (sampling cost does not depend on the weights' values)."""
+    cfg = TrainConfig(dataset="dino", variant=variant, steps=20, n_points=2048)
+    *_, done = train(cfg, device)
+    return done
+
+
+def sampling_s(done, repeats: int) -> list[float]:
+    out = []
+    for i in range(repeats):
+        synchronize(done.data.device)
+        t0 = time.perf_counter()
+        sample(done.ema, done.schedule, 10_000, torch.Generator(done.data.device).manual_seed(i))
+        synchronize(done.data.device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def eval_s(done, repeats: int, device: str) -> list[float]:
+    data = torch.randn(100_000, 2, device=device)
+    out = []
+    for i in range(repeats):
+        t0 = time.perf_counter()
+        eval_loss(done.model, done.schedule, data, torch.Generator(device).manual_seed(i))
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def matmul_gflops(device: str, batch: int, k: int, repeats: int) -> list[float]:
+    """GFLOP/s of bare batched matmuls with one step's shapes: forward, grad-input, grad-weight."""
+    a = torch.randn(k, batch, 256, device=device)
+    w = torch.randn(k, 256, 256, device=device)
+    w_in = torch.randn(k, 256, 256, device=device)
+    flop = 2 * k * batch * 256 * 256 * 4 * 3  # 4 square layers x (fwd, dgrad, wgrad)
+    out = []
+    for _ in range(repeats + 1):
+        synchronize(torch.device(device))
+        t0 = time.perf_counter()
+        for _ in range(50):
+            for m in (w_in, w, w, w):
+                h = torch.bmm(a, m)
+                torch.bmm(h, m.transpose(1, 2))
+                torch.bmm(a.transpose(1, 2), h)
+        synchronize(torch.device(device))
+        out.append(flop * 50 / (time.perf_counter() - t0) / 1e9)
+    return out[1:]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--block", type=int, default=200, help="training steps per timed block")
+    p.add_argument("--quick", action="store_true", help="fewer, shorter blocks (a smoke run)")
+    a = p.parse_args()
+    if a.quick:
+        a.repeats, a.block = 2, 50
+    print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}")
+    for k, name in ((1, "baseline"), (2, "dual")):
+        print(f"bare matmul GFLOP/s, {name} shapes (batch 256): {med(matmul_gflops(a.device, 256, k, a.repeats))}")
+    for variant in ("baseline", "fixed", "adaptive"):
+        ms = step_ms(variant, a.device, a.block, a.repeats)
+        m = statistics.median(ms)
+        ref = REFERENCE_MS.get(variant, REFERENCE_MS["adaptive"])
+        print(f"train {variant:8s} ms/step {med(ms)}  = {GFLOP_PER_STEP[variant] / m * 1000:6.1f} GFLOP/s"
+              f"  vs reference {ref} ms: {ref / m:.2f}x")
+    for variant in ("baseline", "adaptive"):
+        done = trained_state(variant, a.device)
+        s = sampling_s(done, max(2, a.repeats // 2))
+        ref = REFERENCE_SAMPLE_S[variant]
+        print(f"sample {variant:8s} 10k x 100 s {med(s)}  vs reference {ref} s: {ref / statistics.median(s):.2f}x")
+        print(f"eval-loss {variant:8s} 100k pts s {med(eval_s(done, max(2, a.repeats // 2), a.device))}")
+
+
+if __name__ == "__main__":
+    main()

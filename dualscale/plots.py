@@ -1,0 +1,273 @@
+"""Figures and tables for the dashboard: plain data in, Plotly figures / pandas frames out.
+
+No streamlit here, so every builder can be tested (and reused in a notebook) without a server.
+Point clouds go in as float32 and background data is subsampled: a figure is serialised to
+the browser on every rerun, and 100,000 points would make that slow.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+VARIANT_COLORS = {"baseline": "#6c7a89", "fixed": "#e67e22", "adaptive": "#16a085"}
+DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
+                  "#2c3e50", "#c0392b", "#7f8c8d", "#1abc9c", "#9b59b6", "#34495e", "#e84393",
+                  "#00b894", "#6c5ce7")
+METRIC_LABELS = {"training_time": "Train s", "eval_loss": "Eval loss",
+                 "inference_time": "Infer s", "kl_divergence": "KL bits"}
+METRIC_FORMATS = {"training_time": "{:.2f}", "eval_loss": "{:.3f}",
+                  "inference_time": "{:.3f}", "kl_divergence": "{:.3f}"}
+REAL_COLOR = "rgba(150,150,150,0.25)"
+
+
+def thin(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """At most n rows of points, a fixed random subset (same picture on every rerun)."""
+    if len(points) <= n:
+        return points
+    return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
+
+
+def _xy(points: np.ndarray) -> dict:
+    # float32: Plotly ships numpy arrays as base64 binary, so this halves what travels.
+    pts = np.asarray(points, dtype=np.float32)  # (N, 2)
+    return {"x": pts[:, 0], "y": pts[:, 1]}
+
+
+def _square_axes(fig: go.Figure, n: int, lim: float) -> None:
+    """Same fixed range on every panel, y scaled like x: a circle must look like a circle."""
+    for i in range(1, n + 1):
+        suffix = "" if i == 1 else str(i)
+        fig.layout[f"xaxis{suffix}"].update(range=[-lim, lim], zeroline=False)
+        fig.layout[f"yaxis{suffix}"].update(range=[-lim, lim], zeroline=False,
+                                            scaleanchor=f"x{suffix}", scaleratio=1)
+
+
+def _limit(*clouds) -> float:
+    extent = max((float(np.abs(c).max()) for c in clouds if c is not None and len(c)), default=4.0)
+    return round(min(max(extent, 1.0), 8.0) * 1.08, 2)  # clip: a diverged model must not zoom out to 1e6
+
+
+def _empty_note(fig: go.Figure, col: int, text: str) -> None:
+    fig.add_annotation(text=text, showarrow=False, row=1, col=col, x=0, y=0,
+                       font={"color": "#999", "size": 13})
+
+
+def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
+                  n_real: int = 3000) -> go.Figure:
+    """Generated points over the real data, one panel per entry; zoom in one, zoom all."""
+    names = list(panels)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_xaxes="all",
+                        shared_yaxes="all", horizontal_spacing=0.03)
+    background = thin(real, n_real)
+    for col, name in enumerate(names, start=1):
+        fig.add_trace(go.Scattergl(**_xy(background), mode="markers", name="real data",
+                                   marker={"size": 3, "color": REAL_COLOR},
+                                   showlegend=col == 1, legendgroup="real", hoverinfo="skip"),
+                      row=1, col=col)
+        pts = panels[name]
+        if pts is None:
+            _empty_note(fig, col, "no run yet")
+            continue
+        color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
+        fig.add_trace(go.Scattergl(**_xy(pts), mode="markers", name=f"{name} samples",
+                                   marker={"size": 2.5, "color": color, "opacity": 0.55}),
+                      row=1, col=col)
+    _square_axes(fig, len(names), _limit(real, *[p for p in panels.values() if p is not None]))
+    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.08}, dragmode="zoom")
+    return fig
+
+
+def _frame_index(ts: np.ndarray, t: int) -> int:
+    return int(np.argmin(np.abs(np.asarray(ts) - t)))
+
+
+def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None],
+                         n_real: int = 1500, max_frames: int = 35, n_points: int = 500) -> go.Figure:
+    """The reverse process, noise (largest t) to data (t = 0), every panel in step.
+
+    A Plotly slider and Play button drive it in the browser: scrubbing costs no server rerun.
+    Frames and points are thinned (35 frames, 500 points per panel): the whole animation
+    travels to the browser at once and must stay well under a megabyte.
+    """
+    names = list(trajectories)
+    given = [tr for tr in trajectories.values() if tr is not None]
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.03)
+    if not given:
+        _empty_note(fig, 1, "no trajectory stored")
+        return fig
+    ts = np.asarray(given[0][0])
+    trajectories = {k: (tr[0], tr[1][:, :n_points]) if tr is not None else None
+                    for k, tr in trajectories.items()}
+    keep = np.unique(np.linspace(0, len(ts) - 1, min(max_frames, len(ts))).round().astype(int))
+    frame_ts = [int(ts[i]) for i in keep]  # noise first: the order the sampler visits them
+    moving = _add_trajectory_traces(fig, names, trajectories, thin(real, n_real), frame_ts)
+    fig.frames = [go.Frame(name=str(t), traces=moving,
+                           data=_trajectory_step(names, trajectories, t)) for t in frame_ts]
+    _square_axes(fig, len(names), _limit(real, *[tr[1][0] for tr in given]))
+    _add_player(fig, frame_ts)
+    fig.update_layout(height=470, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False)
+    return fig
+
+
+def _add_trajectory_traces(fig, names, trajectories, background, frame_ts) -> list[int]:
+    """Static real-data traces plus one moving trace per panel; returns the moving indices."""
+    moving = []
+    first = _trajectory_step(names, trajectories, frame_ts[0])
+    for col, (name, trace) in enumerate(zip(names, first), start=1):
+        fig.add_trace(go.Scatter(**_xy(background), mode="markers", hoverinfo="skip",
+                                 marker={"size": 3, "color": REAL_COLOR}), row=1, col=col)
+        fig.add_trace(trace, row=1, col=col)
+        moving.append(len(fig.data) - 1)
+        if trajectories[name] is None:
+            _empty_note(fig, col, "no run yet")
+    return moving
+
+
+def _trajectory_step(names, trajectories, t: int) -> list[go.Scatter]:
+    """One moving trace per panel at timestep t (an empty trace where a panel has no run)."""
+    traces = []
+    for name in names:
+        color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
+        tr = trajectories[name]
+        pts = tr[1][_frame_index(tr[0], t)] if tr is not None else np.zeros((0, 2))
+        traces.append(go.Scatter(**_xy(pts), mode="markers", name=name,
+                                 marker={"size": 4, "color": color, "opacity": 0.7}))
+    return traces
+
+
+def _add_player(fig: go.Figure, frame_ts: list[int]) -> None:
+    """Slider over the frames (labelled by t) and Play / Pause buttons."""
+    still = {"mode": "immediate", "frame": {"duration": 0, "redraw": False},
+             "transition": {"duration": 0}}
+    steps = [{"method": "animate", "label": str(t), "args": [[str(t)], still]} for t in frame_ts]
+    play = {"frame": {"duration": 150, "redraw": False}, "fromcurrent": True,
+            "transition": {"duration": 0}, "mode": "immediate"}
+    fig.update_layout(
+        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "timestep t = "},
+                  "pad": {"t": 30}, "x": 0.12, "len": 0.88}],
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.02,
+                      "xanchor": "left", "yanchor": "top", "pad": {"t": 30},
+                      "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
+                                  {"label": "❚❚ Pause", "method": "animate",
+                                   "args": [[None], still]}]}])
+
+
+def alpha_curves(curves: list[dict]) -> go.Figure:
+    """alpha(t) per run, coloured by dataset, with the fixed model's 0.5 as a reference line.
+
+    Each curve: {"dataset", "label", "alpha": array (T,) indexed by t}.
+    """
+    fig = go.Figure()
+    datasets = sorted({c["dataset"] for c in curves})
+    colors = {d: DATASET_COLORS[i % len(DATASET_COLORS)] for i, d in enumerate(datasets)}
+    seen = set()
+    for c in curves:
+        alpha = np.asarray(c["alpha"], dtype=float)
+        fig.add_trace(go.Scatter(
+            x=np.arange(len(alpha)), y=np.round(alpha, 4), mode="lines", name=c["dataset"],
+            legendgroup=c["dataset"], showlegend=c["dataset"] not in seen,
+            line={"color": colors[c["dataset"]], "width": 2},
+            hovertemplate=f"{c['label']}<br>t=%{{x}}<br>alpha=%{{y:.4f}}<extra></extra>"))
+        seen.add(c["dataset"])
+    fig.add_hline(y=0.5, line_dash="dash", line_color="#e67e22",
+                  annotation_text="fixed: alpha = 0.5", annotation_position="top left")
+    fig.update_layout(height=420, xaxis_title="timestep t (0 = data, T-1 = noise)",
+                      yaxis_title="alpha(t): weight of the global branch",
+                      hovermode="closest", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def smooth(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """Block means: at most `points` points, so a 10,000-step curve stays light and readable."""
+    values = np.asarray(values, dtype=float)
+    if len(values) <= points:
+        return np.arange(1, len(values) + 1), values
+    edges = np.linspace(0, len(values), points + 1).astype(int)
+    means = np.array([values[a:b].mean() for a, b in zip(edges[:-1], edges[1:])])
+    return edges[1:], means
+
+
+def loss_curves(histories: dict[str, np.ndarray | None]) -> go.Figure:
+    """Training loss of each variant (block-averaged), log scale."""
+    fig = go.Figure()
+    for name, loss in histories.items():
+        if loss is None or len(loss) == 0:
+            continue
+        x, y = smooth(loss)
+        fig.add_trace(go.Scatter(x=x, y=np.round(y, 5), mode="lines", name=name,
+                                 line={"color": VARIANT_COLORS.get(name.split()[0])},
+                                 hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
+    fig.update_layout(height=380, xaxis_title="step", yaxis_title="training loss (MSE)",
+                      yaxis_type="log", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig
+
+
+def live_loss(steps: list[int], losses: list[float]) -> go.Figure:
+    """The loss of a run in progress, as reported so far."""
+    fig = go.Figure(go.Scatter(x=steps, y=losses, mode="lines", line={"color": "#2e86de"}))
+    fig.update_layout(height=300, xaxis_title="step", yaxis_title="loss", yaxis_type="log",
+                      margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    return fig
+
+
+def alpha_preview(alpha: list[float]) -> go.Figure:
+    """The alpha(t) the adaptive model would use right now."""
+    fig = go.Figure(go.Scatter(x=list(range(len(alpha))), y=alpha, mode="lines",
+                               line={"color": VARIANT_COLORS["adaptive"]}))
+    fig.add_hline(y=0.5, line_dash="dash", line_color="#e67e22")
+    fig.update_layout(height=300, xaxis_title="timestep t", yaxis_title="alpha(t)",
+                      yaxis_range=[0, 1], margin={"l": 10, "r": 10, "t": 20, "b": 10})
+    return fig
+
+
+# ---------------------------------------------------------------------------------- tables
+
+def marked_tables(tables: dict[str, pd.DataFrame], columns: dict[str, str]) -> dict[str, pd.DataFrame]:
+    """reproduce.table()s made readable: per metric "mean ± sd" (★ = lowest of the variants on
+    that dataset; all four metrics are lower-is-better), the paper's value and ours − paper.
+
+    `tables`: variant -> reproduce.table(frame, variant); `columns`: metric -> its column name.
+    """
+    best = {m: _best_variants(tables, col) for m, col in columns.items()}
+    out = {}
+    for variant, tab in tables.items():
+        rows = []
+        for _, r in tab.iterrows():
+            row = {"dataset": r["dataset"], "runs": int(r["runs"])}
+            for m, col in columns.items():
+                star = best[m].get(r["dataset"]) == variant
+                label = METRIC_LABELS.get(m, m)
+                row[label] = _cell(m, r[col], r[f"{col} sd"], star)
+                row[f"{label} paper"] = r[f"{col} paper"]
+                row[f"{label} Δ"] = r[f"{col} diff"]
+            rows.append(row)
+        out[variant] = pd.DataFrame(rows, columns=_display_columns(columns)).set_index("dataset")
+    return out
+
+
+def _display_columns(columns: dict[str, str]) -> list[str]:
+    names = ["dataset", "runs"]
+    for m in columns:
+        label = METRIC_LABELS.get(m, m)
+        names += [label, f"{label} paper", f"{label} Δ"]
+    return names
+
+
+def _cell(metric: str, mean: float, sd: float, best: bool) -> str:
+    fmt = METRIC_FORMATS.get(metric, "{:.3f}")
+    text = fmt.format(mean) + ("" if math.isnan(sd) else " ± " + fmt.format(sd))
+    return text + (" ★" if best else "")
+
+
+def _best_variants(tables: dict[str, pd.DataFrame], col: str) -> dict[str, str]:
+    """dataset -> the variant with the lowest mean, where at least two variants have runs."""
+    means: dict[str, dict[str, float]] = {}
+    for variant, tab in tables.items():
+        for _, r in tab.iterrows():
+            means.setdefault(r["dataset"], {})[variant] = r[col]
+    return {d: min(v, key=v.get) for d, v in means.items() if len(v) > 1}

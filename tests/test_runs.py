@@ -1,0 +1,271 @@
+"""Real short training runs: determinism, the run store, bad input, the command line."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from dualscale import RunInProgress, Store, StoreError, TrainConfig, run_config
+from dualscale.runs import resolve_device
+from dualscale.train import TrainingFailed
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = dict(steps=200, n_points=4096, n_samples=1000)
+
+
+def final(events):
+    return [e for e in events if e["event"] == "done"][-1]
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory):
+    return Store(tmp_path_factory.mktemp("store"))
+
+
+@pytest.fixture(scope="module")
+def adaptive_run(store):
+    config = TrainConfig(dataset="moons", variant="adaptive", **SMALL)
+    events = list(run_config(config, store, "cpu", previews=2))
+    return config, events
+
+
+def cli(*args, store=None, timeout=300):
+    cmd = [sys.executable, "-m", "dualscale", *args] + (["--store", str(store)] if store else [])
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+# ---- one run, end to end --------------------------------------------------------------------
+def test_run_events_and_metrics(adaptive_run):
+    config, events = adaptive_run
+    progress = [e for e in events if e["event"] == "progress"]
+    assert progress[-1]["step"] == config.steps and progress[-1]["total"] == config.steps
+    assert all(b["step"] > a["step"] for a, b in zip(progress, progress[1:]))
+    assert len([e for e in progress if "alpha" in e]) == 2 and len(progress[-1]["alpha"]) == 100
+    assert len(progress[-1]["preview"]) == 300
+    done = final(events)
+    assert done["cached"] is False
+    assert set(done) >= {"training_time", "eval_loss", "inference_time", "kl_divergence", "run_id", "path"}
+    assert 0.3 < done["eval_loss"] < 1.2 and done["training_time"] > 0 and done["inference_time"] > 0
+
+
+def test_store_round_trip(adaptive_run, store):
+    config, events = adaptive_run
+    done = final(events)
+    run = store.find(config)
+    assert run.id == config.run_id == done["run_id"] and run.config == config
+    assert run.metrics["eval_loss"] == done["eval_loss"]
+    assert run.samples().shape == (1000, 2) and run.loss_history().shape == (200,)
+    ts, pts = run.trajectory()
+    assert ts[0] == 100 and ts[-1] == 0 and pts.shape == (101, 1000, 2)
+    np.testing.assert_allclose(pts[-1], run.samples()[:1000], atol=2e-3)  # float16 frames
+    alpha = run.alpha()
+    assert alpha.shape == (100,) and ((alpha > 0) & (alpha < 1)).all()
+    # the stored EMA weights reproduce the stored alpha(t)
+    torch.testing.assert_close(run.load_model("ema").alpha_table().detach(), torch.from_numpy(alpha))
+    assert [r.id for r in store.runs()] == [run.id]
+    assert store.progress(run.id)[-1]["event"] == "done"
+
+
+def test_stored_config_loads_instead_of_retraining(adaptive_run, store):
+    config, _ = adaptive_run
+    t0 = time.perf_counter()
+    events = list(run_config(config, store, "cpu"))
+    assert time.perf_counter() - t0 < 2 and len(events) == 1 and events[0]["cached"] is True
+
+
+def test_same_seed_same_metrics_other_seed_differs(adaptive_run, tmp_path):
+    config, events = adaptive_run
+    other = Store(tmp_path)
+    again = final(run_config(config, other, "cpu"))
+    for key in ("eval_loss", "kl_divergence"):
+        assert again[key] == final(events)[key]
+    np.testing.assert_array_equal(other.find(config).samples(), Store(Path(final(events)["path"]).parent).find(config).samples())
+    seed1 = final(run_config(TrainConfig(**{**config.to_dict(), "seed": 1}), other, "cpu"))
+    assert seed1["eval_loss"] != again["eval_loss"]
+
+
+def test_baseline_and_fixed_and_kl_weight_train(tmp_path):
+    s = Store(tmp_path)
+    for cfg in (TrainConfig(dataset="line", variant="baseline", **SMALL),
+                TrainConfig(dataset="circle", variant="fixed", kl_weight=0.1, beta_schedule="quadratic", **SMALL),
+                TrainConfig(dataset="star", variant="adaptive", weight_net="softmax", **SMALL)):
+        run = s.get(final(run_config(cfg, s, "cpu"))["run_id"])
+        assert np.isfinite(run.metrics["kl_divergence"])
+        alpha = run.alpha()
+        if cfg.variant == "baseline":
+            assert alpha is None
+        elif cfg.variant == "fixed":
+            assert np.all(alpha == 0.5)
+
+
+# ---- bad input ------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad,match", [
+    (dict(steps=0), "steps must be > 0"), (dict(batch_size=-1), "batch_size must be > 0"),
+    (dict(lr=0.0), "lr must be > 0"), (dict(n_points=0), "n_points must be > 0"),
+    (dict(dataset="nope"), "unknown dataset 'nope'"), (dict(variant="big"), "unknown variant"),
+    (dict(batch_size=512, n_points=100), "exceeds n_points"), (dict(steps=1.5), "whole number"),
+    (dict(weight_net="relu"), "unknown weight_net")])
+def test_impossible_settings_are_one_line_errors(bad, match):
+    with pytest.raises(ValueError, match=match) as e:
+        TrainConfig(**bad).validate()
+    assert "\n" not in str(e.value)
+
+
+def test_config_hash_is_stable():
+    a = TrainConfig(lr=1)
+    assert a.lr == 1.0 and a.run_id == TrainConfig(lr=1.0).run_id
+    assert TrainConfig.from_dict(TrainConfig().to_dict()).run_id == TrainConfig().run_id
+    assert TrainConfig(seed=1).run_id != TrainConfig().run_id
+    with pytest.raises(ValueError, match="unknown config keys"):
+        TrainConfig.from_dict({"datset": "dino"})
+
+
+def test_devices():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match="unknown device"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="not available"):
+            resolve_device("cuda")
+
+
+def test_nan_loss_fails_cleanly(tmp_path):
+    s = Store(tmp_path)
+    cfg = TrainConfig(dataset="moons", variant="baseline", lr=1e9, grad_clip=1e9, steps=60, n_points=1024)
+    with pytest.raises(TrainingFailed, match="loss became"):
+        list(run_config(cfg, s, "cpu", every=10))
+    assert s.find(cfg) is None and s.runs() == []
+    assert s.progress(cfg.run_id)[-1]["event"] == "failed" and not list((tmp_path / "locks").iterdir())
+
+
+def test_corrupt_and_foreign_runs_are_reported(adaptive_run, store, tmp_path):
+    import shutil
+
+    run = store.find(adaptive_run[0])
+    bad = Store(tmp_path)
+    shutil.copytree(run.path, tmp_path / run.id)
+    weights = tmp_path / run.id / "weights.npz"
+    weights.write_bytes(weights.read_bytes()[:1000])  # truncated
+    with pytest.raises(StoreError, match="corrupt or truncated"):
+        bad.get(run.id).load_model()
+    (tmp_path / run.id / "run.json").write_text("{not json")
+    assert bad.runs() == [] and "unreadable" in bad.problems()[0]
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "run.json").write_text(json.dumps({"format": "someone-else/9"}))
+    assert any("not a dualscale run" in p for p in bad.problems())
+    assert all("\n" not in p for p in bad.problems())
+
+
+def test_pickled_arrays_are_refused(adaptive_run, store, tmp_path):
+    """An npz holding Python objects is never unpickled, even with a matching hash."""
+    import shutil
+    from dualscale.store import _sha256
+
+    run = store.find(adaptive_run[0])
+    shutil.copytree(run.path, tmp_path / run.id)
+    arrays = tmp_path / run.id / "arrays.npz"
+    np.savez(arrays, samples=np.array([{"evil": 1}], dtype=object))
+    meta = json.loads((tmp_path / run.id / "run.json").read_text())
+    meta["files"]["arrays.npz"] = _sha256(arrays)
+    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    with pytest.raises(StoreError, match="unreadable"):
+        Store(tmp_path).get(run.id).samples()
+
+
+def test_same_config_twice_is_refused_while_alive(tmp_path):
+    s = Store(tmp_path)
+    cfg = TrainConfig(dataset="moons", variant="baseline", **SMALL)
+    holder = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "locks").mkdir()
+        (tmp_path / "locks" / f"{cfg.run_id}.json").write_text(json.dumps({"run_id": cfg.run_id, "pid": holder.pid}))
+        with pytest.raises(RunInProgress, match="already being trained"):
+            list(run_config(cfg, s, "cpu"))
+        assert [a["pid"] for a in s.active()] == [holder.pid]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert s.active() == []  # the holder died: its lock is stale and is taken over
+    assert final(run_config(cfg, s, "cpu"))["cached"] is False
+
+
+def test_unwritable_store_fails_before_training(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match="cannot write to store"):
+        list(run_config(TrainConfig(**SMALL), Store(blocker / "store"), "cpu"))
+
+
+# ---- command line ---------------------------------------------------------------------------
+def test_cli_train_prints_json_and_list_shows_it(tmp_path):
+    r = cli("train", "--dataset", "line", "--variant", "baseline", "--seed", "3", "--steps", "200",
+            "--n-points", "4096", "--n-samples", "1000", "--device", "cpu", store=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert set(out) >= {"training_time", "eval_loss", "inference_time", "kl_divergence", "run_id", "path"}
+    assert "200/200" in r.stderr  # the tqdm bar
+    listing = cli("list", store=tmp_path)
+    assert out["run_id"] in listing.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["train", "--dataset", "nope"], "error: unknown dataset 'nope'"),
+    (["train", "--steps", "0"], "error: steps must be > 0"),
+    (["train", "--lr", "-1"], "error: lr must be > 0"),
+    (["train", "--device", "tpu"], "error: unknown device 'tpu'"),
+    (["reproduce", "--variants", "huge"], "error: unknown variant 'huge'"),
+])
+def test_cli_bad_input_is_one_line(tmp_path, args, message):
+    r = cli(*args, store=tmp_path)
+    assert r.returncode == 2
+    assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(message)
+    assert not any(tmp_path.iterdir())  # nothing written
+
+
+def test_cli_unwritable_store(tmp_path):
+    (tmp_path / "f").write_text("")
+    r = cli("train", "--steps", "10", store=tmp_path / "f" / "store")
+    assert r.returncode == 2 and r.stderr.startswith("error: cannot write to store")
+
+
+def test_cli_killed_or_cancelled_run_leaves_no_finished_run(tmp_path):
+    args = [sys.executable, "-m", "dualscale", "train", "--dataset", "moons", "--variant", "baseline",
+            "--steps", "100000", "--device", "cpu", "--store", str(tmp_path)]
+    cfg = TrainConfig(dataset="moons", variant="baseline", steps=100000)
+    for sig, code in ((signal.SIGTERM, 130), (signal.SIGKILL, -9)):
+        p = subprocess.Popen(args, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline and not (
+                Store(tmp_path).active() and [e for e in Store(tmp_path).progress(cfg.run_id) if e["event"] == "progress"]):
+            time.sleep(0.2)
+        assert Store(tmp_path).active()[0]["pid"] == p.pid
+        p.send_signal(sig)
+        p.communicate(timeout=30)
+        assert p.returncode == code
+        assert Store(tmp_path).find(cfg) is None and Store(tmp_path).runs() == []
+        assert not [x for x in tmp_path.iterdir() if x.name.startswith(".tmp")]
+    assert Store(tmp_path).active() == []
+
+
+def test_cli_reproduce_writes_tables(tmp_path):
+    r = cli("reproduce", "--datasets", "moons", "line", "--variants", "baseline", "adaptive", "--steps", "100",
+            "--n-points", "2048", "--n-samples", "500", "--device", "cpu", store=tmp_path, timeout=600)
+    assert r.returncode == 0, r.stderr
+    tables = tmp_path / "tables"
+    assert (tables / "tables.md").read_text().count("| moons |") == 2
+    import pandas as pd
+
+    base = pd.read_csv(tables / "baseline.csv")
+    assert list(base.dataset) == ["line", "moons"]  # the paper's order
+    assert base["Eval Loss paper"].tolist() == [0.804, 0.616]
+    np.testing.assert_allclose(base["Eval Loss diff"], base["Eval Loss"] - base["Eval Loss paper"])
+    assert len(pd.read_csv(tables / "runs.csv")) == 4
+    again = cli("reproduce", "--datasets", "moons", "--variants", "baseline", "--steps", "100",
+                "--n-points", "2048", "--n-samples", "500", "--device", "cpu", store=tmp_path)
+    assert again.returncode == 0 and "sampling" not in again.stderr  # loaded, not retrained
