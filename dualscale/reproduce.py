@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import math
+import multiprocessing as mp
+import os
+import signal
 import statistics
 
 import pandas as pd
@@ -39,6 +42,65 @@ def experiment(seeds=(0,), datasets=PAPER_DATASETS, variants=VARIANTS, **setting
     """The configs of a sweep, validated before any of them trains."""
     return [TrainConfig(dataset=d, variant=v, seed=s, **settings).validate()
             for s in seeds for v in variants for d in datasets]
+
+
+def default_jobs(device: str) -> int:
+    """Runs at a time in a sweep.
+
+    CPU: one per core (up to 4), each process with one thread: small matmuls scale badly across
+    threads, and a thread waiting for a busy core stalls its partners. CUDA: 4 processes share
+    the GPU, because one run keeps it busy only ~12-15% of the time (launch-bound, measured on an
+    H200 with benchmarks/launch_bound.py). MPS: one.
+    """
+    cores = os.cpu_count() or 1
+    if device.startswith("cuda"):
+        return max(1, min(4, cores // 2))
+    return 1 if device.startswith("mps") else max(1, min(4, cores))
+
+
+def _init_worker(threads: int) -> None:
+    import torch
+
+    from .runs import Cancelled
+
+    torch.set_num_threads(threads)
+
+    def cancel(*_):
+        raise Cancelled("cancelled")
+
+    signal.signal(signal.SIGTERM, cancel)
+
+
+def _run_in_worker(config: dict, root: str, device: str, force: bool, half: bool) -> dict:
+    from .runs import run_config
+    from .store import Store
+
+    *_, done = run_config(TrainConfig.from_dict(config), Store(root), device, force, half=half)
+    return done
+
+
+def sweep(configs, root: str, device: str, jobs: int, force: bool = False, half: bool = False, tick: float = 0.5):
+    """Run configs `jobs` at a time in worker processes of (cores / jobs) threads each.
+
+    Yields (config, done_event) as runs finish and (None, None) every `tick` seconds between,
+    so a caller can redraw progress (read from the store's progress files). An error or a
+    cancel stops every worker; their unfinished runs leave nothing that looks finished.
+    """
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = mp.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(threads,))
+    try:
+        pending = {pool.apply_async(_run_in_worker, (c.to_dict(), root, device, force, half)): c for c in configs}
+        while pending:
+            for result in [r for r in pending if r.ready()]:
+                yield pending.pop(result), result.get()
+            yield None, None
+            next(iter(pending)).wait(tick) if pending else None
+        pool.close()
+    except BaseException:
+        pool.terminate()
+        raise
+    finally:
+        pool.join()
 
 
 def metrics_frame(runs) -> pd.DataFrame:

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The GPU checks of the engine, as one script: correctness smoke, launch-bound profile,
+# speed benchmark, and a timed full `reproduce` (12 runs x 10,000 steps) on the GPU.
+# Usage: OUT=/some/dir bash benchmarks/gpu_check.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
+nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
+python3 -m pytest -q -x tests/test_math.py 2>&1 | tail -2
+python3 benchmarks/launch_bound.py --steps 300 2>&1 | tee "$OUT/launch_bound.txt"
+python3 benchmarks/speed.py --device cuda --quick 2>&1 | tee "$OUT/speed.txt"
+start=$(date +%s.%N)
+timeout "${REPRODUCE_LIMIT:-330}" python3 -m dualscale reproduce --device cuda --store /tmp/gpu_store \
+  --out "$OUT/tables" ${REPRODUCE_ARGS:-} 2>"$OUT/reproduce_bars.txt" | tee "$OUT/reproduce.txt"
+echo "reproduce exit $? wall $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s" | tee -a "$OUT/reproduce.txt"
