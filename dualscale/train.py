@@ -146,7 +146,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
         ema.update(s)
         losses[s] = loss.detach()
         done = s + 1
-        if done % every == 0 or done == config.steps:
+        if done % every == 0 or done == config.steps or done in preview_at:
             mean = losses[last:done].mean().item()  # the one device sync per event
             if not math.isfinite(mean):
                 raise TrainingFailed(f"training loss became {mean} at step {done}; try a lower lr")

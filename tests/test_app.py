@@ -1,0 +1,354 @@
+"""The dashboard through streamlit's AppTest: every page, against a small real store.
+
+Also the two dashboard library modules it stands on: dualscale.jobs (background runs, with real
+worker processes) and dualscale.plots (tables and figures).
+"""
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from conftest_app import RUNS, SMALL, ROOT, copy_store, shared_store, small_config, stop_workers
+from dualscale import METRICS, PAPER_TABLES, Store, TrainConfig
+from dualscale.jobs import JobRegistry, _Worker, cli_args, summarize
+from dualscale.plots import marked_tables, smooth, trajectory_animation
+from dualscale.reproduce import COLUMNS, table
+
+
+@pytest.fixture(scope="module")
+def store_root(tmp_path_factory):
+    return shared_store(tmp_path_factory)
+
+
+@pytest.fixture
+def app(store_root, monkeypatch):
+    monkeypatch.setenv("DUALSCALE_STORE", str(store_root))
+    return AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+
+
+def ok(at: AppTest) -> AppTest:
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def use_small_settings(at: AppTest, **extra) -> AppTest:
+    """Type the test runs' settings into the sidebar's advanced expander."""
+    for name, value in {**SMALL, **extra}.items():
+        at.number_input(key=f"cfg_{name}").set_value(value)
+    return ok(at.run())
+
+
+def select(at: AppTest, dataset=None, variant=None, seed=None) -> AppTest:
+    if dataset is not None:
+        at.selectbox(key="cfg_dataset").set_value(dataset)
+    if variant is not None:
+        at.radio(key="cfg_variant").set_value(variant)
+    if seed is not None:
+        at.number_input(key="cfg_seed").set_value(seed)
+    return ok(at.run())
+
+
+def page(at: AppTest, name: str) -> AppTest:
+    return ok(at.switch_page(f"views/{name}.py").run())
+
+
+def figure(at: AppTest, i: int) -> dict:
+    return json.loads(at.get("plotly_chart")[i].proto.spec)
+
+
+def values(field) -> np.ndarray:
+    """A trace's x or y: a list, or Plotly's base64 binary form {"bdata", "dtype"}."""
+    if isinstance(field, dict):
+        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
+    return np.asarray(field)
+
+
+def texts(elements) -> str:
+    return " ".join(str(e.value) for e in elements)
+
+
+# ------------------------------------------------------------------------------- Results
+
+def test_results_page_compares_our_runs_with_the_paper(app, store_root):
+    ok(app)
+    assert [t.value for t in app.title] == ["Results"]
+    assert len(app.get("download_button")) == 1
+    # Default sidebar = the reference settings: none of the small test runs qualify.
+    assert "5 runs in the store, 0 used" in texts(app.caption)
+    use_small_settings(app)
+    assert "5 runs in the store, 5 used" in texts(app.caption)
+    adaptive = app.dataframe[2].value  # tables in order: baseline, fixed, adaptive, all runs
+    assert adaptive.loc["moons", "runs"] == 2 and adaptive.loc["circle", "runs"] == 1
+    assert "±" in adaptive.loc["moons", "KL"]  # two seeds: mean ± sd
+    assert adaptive.loc["moons", "KL paper"] == PAPER_TABLES["adaptive"]["moons"]["kl_divergence"]
+    kls = [r.metrics["kl_divergence"] for r in Store(store_root).runs()
+           if r.config.dataset == "moons" and r.config.variant == "adaptive"]
+    assert adaptive.loc["moons", "KL Δ"] == pytest.approx(
+        np.mean(kls) - PAPER_TABLES["adaptive"]["moons"]["kl_divergence"])
+    assert "dino" not in adaptive.index  # no runs there
+    assert len(app.dataframe[3].value) == len(RUNS)
+
+
+def test_results_marks_one_best_variant_per_dataset_and_metric(app):
+    use_small_settings(app)
+    tables = [app.dataframe[i].value for i in range(3)]
+    for metric in ("KL", "loss"):
+        marks = [t.loc["moons", metric].endswith("★") for t in tables]
+        assert sum(marks) == 1, (metric, marks)
+        assert not tables[2].loc["circle", metric].endswith("★")  # the only variant there
+
+
+def test_results_toggle_pools_every_run(app):
+    app.toggle[0].set_value(False)
+    ok(app.run())
+    assert "5 runs in the store, 5 used" in texts(app.caption)
+
+
+# ------------------------------------------------------------------------------- sidebar
+
+def test_choices_persist_across_pages(app):
+    select(app, dataset="moons", variant="baseline", seed=3)
+    for name in ("train", "samples", "alpha", "results"):
+        page(app, name)
+        sel = app.session_state["selection"]
+        assert (sel.dataset, sel.variant, sel.seed) == ("moons", "baseline", 3), name
+    page(app, "train")
+    assert "moons · baseline · seed 3" in texts(app.markdown)
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("steps", 0, "steps must be > 0"),
+    ("lr", -0.001, "lr must be > 0"),
+    ("batch_size", 5000, "exceeds n_points"),
+])
+def test_impossible_settings_are_refused_with_one_line(app, name, value, message):
+    app.number_input(key=f"cfg_{name}").set_value(value)
+    if name == "batch_size":
+        app.number_input(key="cfg_n_points").set_value(1000)
+    ok(app.run())
+    errors = [e.value for e in app.sidebar.error]
+    assert len(errors) == 1 and message in errors[0] and "\n" not in errors[0]
+    page(app, "train")
+    assert any(message in e.value for e in app.main.error)
+    assert "Start training" not in [b.label for b in app.button]
+    for name_ in ("samples", "alpha", "results"):
+        page(app, name_)  # the other pages still draw (with the reference settings)
+
+
+def test_reset_restores_reference_defaults(app):
+    use_small_settings(app, lr=0.01)
+    assert app.session_state["selection"].config.steps == SMALL["steps"]
+    next(b for b in app.button if b.label == "Reset to reference defaults").click()
+    ok(app.run())
+    assert app.session_state["selection"].config == TrainConfig(dataset="dino", variant="adaptive")
+    assert app.number_input(key="cfg_lr").value == pytest.approx(3e-4)
+
+
+# ------------------------------------------------------------------------------- Train
+
+def test_train_page_loads_a_stored_config_instantly_and_offers_retrain(app):
+    use_small_settings(app)
+    select(app, dataset="moons", variant="adaptive", seed=0)
+    page(app, "train")
+    assert "loaded instantly" in texts(app.success)
+    labels = [b.label for b in app.button]
+    assert "Retrain" in labels and "Start training" not in labels
+    assert len(app.get("plotly_chart")) == 1  # its loss curve
+    select(app, seed=7)  # not stored: offer to train it
+    labels = [b.label for b in app.button]
+    assert "Start training" in labels and "Retrain" not in labels
+    assert "Nothing is training right now." in texts(app.caption)
+
+
+def wait_for(predicate, timeout=60.0, every=0.2):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(every)
+    raise AssertionError(f"timed out after {timeout} s waiting for {predicate}")
+
+
+def test_train_page_starts_watches_and_cancels_a_worker(store_root, tmp_path, monkeypatch):
+    root = copy_store(store_root, tmp_path / "store")
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at, steps=20_000)  # long enough to still run when we cancel it
+    select(at, dataset="line", variant="baseline", seed=0)
+    page(at, "train")
+    try:
+        next(b for b in at.button if b.label == "Start training").click()
+        ok(at.run())
+        cfg = at.session_state["selection"].config
+        store = Store(root)
+        wait_for(lambda: store.progress(cfg.run_id), timeout=90)  # an event every 100 steps
+        ok(at.run())
+        assert "This configuration is training now" in texts(at.info)
+        bars = at.get("progress")
+        assert len(bars) == 1 and "/ 20,000" in bars[0].proto.text
+        assert [a["run_id"] for a in store.active()] == [cfg.run_id]  # the worker holds the lock
+        next(b for b in at.button if b.label == "Cancel").click()
+        ok(at.run())
+        # The page notices on a later rerun, once the worker has exited.
+        wait_for(lambda: f"`{cfg.run_id}` was cancelled" in texts(ok(at.run()).warning), timeout=30)
+        assert store.find(cfg) is None  # nothing that looks finished
+        assert "Start training" in [b.label for b in at.button]
+    finally:
+        stop_workers(root)
+
+
+# ------------------------------------------------------------------------------- Samples
+
+def test_samples_page_shows_three_variants_and_the_reverse_process(app):
+    use_small_settings(app)
+    select(app, dataset="moons")
+    page(app, "samples")
+    scatter, anim = figure(app, 0), figure(app, 1)
+    titles = [a["text"] for a in scatter["layout"]["annotations"]]
+    assert titles[:3] == ["baseline", "fixed", "adaptive"]
+    sample_traces = [t for t in scatter["data"] if t["name"].endswith("samples")]
+    assert len(sample_traces) == 3 and len(values(sample_traces[0]["x"])) == SMALL["n_samples"]
+    labels = [s["label"] for s in anim["layout"]["sliders"][0]["steps"]]
+    assert labels[0] == "100" and labels[-1] == "0" and len(anim["frames"]) == len(labels)
+    assert [b["label"] for b in anim["layout"]["updatemenus"][0]["buttons"]][0].endswith("Play")
+    # Another dataset in the sidebar draws other runs: circle has only an adaptive run.
+    select(app, dataset="circle")
+    scatter = figure(app, 0)
+    assert len([t for t in scatter["data"] if t["name"].endswith("samples")]) == 1
+    assert "no run yet" in [a["text"] for a in scatter["layout"]["annotations"]]
+    select(app, dataset="dino")
+    assert not app.get("plotly_chart") and "No stored runs for **dino**" in texts(app.info)
+
+
+def test_a_damaged_run_gives_a_one_line_warning_not_a_traceback(store_root, tmp_path, monkeypatch):
+    root = copy_store(store_root, tmp_path / "store")
+    run = Store(root).find(small_config("moons", "fixed", 0))
+    (run.path / "arrays.npz").write_bytes(b"truncated")
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at)
+    select(at, dataset="moons")
+    for name in ("samples", "alpha", "results"):
+        page(at, name)
+    page(at, "samples")
+    warnings = [w.value for w in at.warning]
+    assert any("do not match" in w and "\n" not in w for w in warnings), warnings
+    assert len([t for t in figure(at, 0)["data"] if t["name"].endswith("samples")]) == 2
+
+
+# ------------------------------------------------------------------------------- alpha(t)
+
+def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
+    use_small_settings(app)
+    select(app, dataset="moons")
+    page(app, "alpha")
+    alpha, loss = figure(app, 0), figure(app, 1)
+    assert len(alpha["data"]) == 3  # moons seeds 0 and 1, circle seed 0
+    assert {t["name"] for t in alpha["data"]} == {"moons", "circle"}
+    assert any(s.get("y0") == 0.5 and s.get("y1") == 0.5 for s in alpha["layout"]["shapes"])
+    run = Store(store_root).find(small_config("circle", "adaptive", 0))
+    circle = next(t for t in alpha["data"] if t["name"] == "circle")
+    assert np.allclose(values(circle["y"]), np.round(run.alpha(), 4))
+    assert "alpha=" in circle["hovertemplate"]
+    assert [t["name"] for t in loss["data"]] == ["baseline", "fixed", "adaptive"]
+    select(app, dataset="circle")
+    assert [t["name"] for t in figure(app, 1)["data"]] == ["adaptive"]
+    app.multiselect(key="alpha_datasets").set_value(["circle"])
+    ok(app.run())
+    assert len(figure(app, 0)["data"]) == 1
+
+
+# ------------------------------------------------------------------------------- library
+
+def test_summarize_progress_events():
+    events = [{"event": "progress", "step": s, "total": 100, "loss": 1.0 / s, "lr": 1e-3,
+               "elapsed": s / 10} for s in (10, 20, 30, 40)]
+    events[-1]["alpha"] = [0.4] * 100
+    status = summarize("r", events, alive=True)
+    assert (status.state, status.step, status.total, status.fraction) == ("running", 40, 100, 0.4)
+    assert status.steps_per_s == pytest.approx(10.0) and status.eta_s == pytest.approx(6.0)
+    assert status.alpha == [0.4] * 100 and status.steps == [10, 20, 30, 40]
+    done = summarize("r", events + [{"event": "done", "run_id": "r", "kl_divergence": 0.1}], False)
+    assert done.state == "done" and done.metrics["kl_divergence"] == 0.1
+    failed = summarize("r", events + [{"event": "failed", "error": "loss became nan"}], False)
+    assert failed.state == "failed" and failed.error == "loss became nan"
+    assert summarize("r", events + [{"event": "evaluating"}], alive=True).state == "evaluating"
+    assert summarize("r", events, alive=False).state == "unknown"
+    assert summarize("r", [], alive=True).state == "starting"
+
+
+def test_a_new_attempt_does_not_show_the_previous_attempts_end(tmp_path):
+    """Retrain: until the new worker truncates the progress file, its old 'done' is not news."""
+    store = Store(tmp_path)
+    cfg = small_config("line", "baseline", 0)
+    store.start_progress(cfg.run_id)
+    store.append_progress(cfg.run_id, {"event": "done", "run_id": cfg.run_id})
+    time.sleep(0.05)
+    registry = JobRegistry(store)
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    registry._workers[cfg.run_id] = _Worker(sleeper, tempfile.TemporaryFile(), time.time(), cfg)
+    try:
+        assert registry.status(cfg.run_id).state == "starting"
+        store.start_progress(cfg.run_id)  # what the new worker does first
+        store.append_progress(cfg.run_id, {"event": "progress", "step": 5, "total": 150,
+                                           "loss": 1.0, "lr": 1e-3, "elapsed": 0.5})
+        assert registry.status(cfg.run_id).state == "running"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_cli_args_spell_out_every_setting(tmp_path):
+    cfg = small_config("moons", "fixed", 3)
+    args = cli_args(cfg, tmp_path, device="cpu", force=True)
+    assert args[1:4] == ["-m", "dualscale", "train"] and args[-1] == "--force"
+    assert args[args.index("--steps") + 1] == str(SMALL["steps"])
+    assert args[args.index("--store") + 1] == str(tmp_path)
+
+
+def test_registry_dedupes_and_reports_a_failure_in_one_line(tmp_path):
+    store = Store(tmp_path / "store")
+    registry = JobRegistry(store, device="cpu")
+    cfg = small_config("line", "baseline", 0, lr=1e6, grad_clip=1e9, steps=400)  # diverges
+    try:
+        assert registry.start(cfg) == registry.start(cfg) == cfg.run_id
+        assert len(registry._workers) == 1
+        wait_for(lambda: cfg.run_id not in registry.running_ids(), timeout=90)
+        status = registry.status(cfg.run_id)
+        assert status.state == "failed" and status.error and "\n" not in status.error
+        assert store.find(cfg) is None
+    finally:
+        registry.stop_all()
+
+
+def test_marked_tables_mean_sd_and_best():
+    rows = [dict(variant=v, dataset="moons", seed=s, **{m: val + s for m in METRICS})
+            for v, val in (("baseline", 1.0), ("fixed", 0.5), ("adaptive", 2.0)) for s in (0, 1)]
+    frame = pd.DataFrame(rows)
+    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed", "adaptive")}, COLUMNS)
+    fixed = tables["fixed"]
+    paper = PAPER_TABLES["fixed"]["moons"]["kl_divergence"]
+    assert fixed.loc["moons", "KL"] == "1.000 ± 0.707 ★"
+    assert fixed.loc["moons", "KL paper"] == paper
+    assert fixed.loc["moons", "KL Δ"] == pytest.approx(1.0 - paper)
+    assert tables["baseline"].loc["moons", "KL"] == "1.500 ± 0.707"
+    assert list(fixed.index) == ["moons"]
+
+
+def test_smooth_and_animation_stay_light():
+    x, y = smooth(np.arange(10_000, dtype=float), points=100)
+    assert len(x) == len(y) == 100 and y[0] == pytest.approx(49.5)
+    ts = np.arange(100, -1, -1)
+    traj = np.random.default_rng(0).normal(size=(101, 1000, 2))
+    fig = trajectory_animation(np.zeros((10, 2)), {"a": (ts, traj), "b": None})
+    assert len(fig.frames) == 35 and fig.frames[0].name == "100" and fig.frames[-1].name == "0"
+    assert len(fig.to_json()) < 600_000

@@ -1,0 +1,261 @@
+"""The dashboard in a real browser: `streamlit run app.py` driven by Playwright on headless
+Chromium (Debian's /usr/bin/chromium; `playwright install` is not needed).
+
+One journey, in order (the tests share one server, one store and one page): open the app,
+visit every page, refuse a bad setting, train a short run and watch it live, reload mid-run,
+see it finish, download the CSV. Every step checks that no page shows an exception.
+"""
+from __future__ import annotations
+
+import io
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest_app import RUNS, ROOT, SMALL, copy_store, shared_store, small_config, stop_workers
+from dualscale import METRICS, Store, TrainConfig
+
+# In CI (.ci/run installs both) a missing browser or driver is a failure, not a skip.
+if os.environ.get("CI"):
+    import playwright.sync_api as sync_api
+else:
+    sync_api = pytest.importorskip("playwright.sync_api")
+CHROMIUM = os.environ.get("DUALSCALE_CHROMIUM", shutil.which("chromium") or "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--no-first-run", "--disable-sync"]
+if not Path(CHROMIUM).exists() and os.environ.get("CI"):
+    raise RuntimeError(f"no chromium at {CHROMIUM}: .ci/run should have installed it")
+if not Path(CHROMIUM).exists():
+    pytest.skip(f"no chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
+
+# The run this journey trains: long enough to reload mid-run, short enough for a test.
+LIVE = small_config("moons", "adaptive", 5, steps=500)
+TIMEOUT_MS = 30_000
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_server(root: Path, port: int, log) -> subprocess.Popen:
+    env = {**os.environ, "DUALSCALE_STORE": str(root), "DUALSCALE_DEVICE": "cpu"}
+    cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+           "--server.headless", "true", "--browser.gatherUsageStats", "false",
+           "--client.showErrorDetails", "full"]  # a test must see a traceback if one happens
+    return subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        assert proc.poll() is None, "streamlit exited during start-up"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as r:
+                if r.read().strip() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.3)
+    raise AssertionError("streamlit did not become healthy")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    root = copy_store(shared_store(tmp_path_factory), tmp_path_factory.mktemp("browser") / "store")
+    port = free_port()
+    log_path = root.parent / "streamlit.log"
+    with open(log_path, "wb") as log:
+        proc = start_server(root, port, log)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_healthy(url, proc)
+            yield url, root
+        finally:
+            stop_workers(root)
+            proc.terminate()
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+    print(log_path.read_text()[-3000:])  # shown by pytest only when something failed
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        context.set_default_timeout(TIMEOUT_MS)
+        yield context.new_page()
+        browser.close()
+
+
+def no_exception(page) -> None:
+    assert page.locator('[data-testid="stException"]').count() == 0, page.inner_text("body")[:2000]
+    assert "Traceback" not in page.inner_text("body")
+
+
+def idle(page) -> None:
+    """Wait until the script run that the last action started has finished."""
+    page.wait_for_timeout(300)  # let the rerun begin before asking whether it ended
+    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=TIMEOUT_MS)
+
+
+def go(page, name: str, title: str) -> None:
+    page.locator('[data-testid="stSidebarNav"] a', has_text=name).first.click()
+    page.locator("h1", has_text=title).wait_for()
+    idle(page)
+    no_exception(page)
+
+
+def set_number(page, label: str, value) -> None:
+    box = page.get_by_label(label, exact=True)
+    box.fill(str(value))
+    box.press("Enter")
+    idle(page)
+
+
+def open_advanced(page) -> None:
+    expander = page.locator('[data-testid="stSidebar"] [data-testid="stExpander"] summary')
+    if page.get_by_label("Training steps", exact=True).count() == 0 or \
+            not page.get_by_label("Training steps", exact=True).is_visible():
+        expander.click()
+    page.get_by_label("Training steps", exact=True).wait_for()
+
+
+def choose(page, label: str, option: str) -> None:
+    """Pick an option of a st.selectbox (a react-aria combobox)."""
+    box = page.get_by_role("combobox", name=label, exact=True)
+    for _ in range(3):  # a rerun landing on the click can close the list again
+        box.click()
+        item = page.get_by_role("option", name=option, exact=True)
+        try:
+            item.click(timeout=3000)
+            break
+        except sync_api.TimeoutError:
+            continue
+    idle(page)
+    assert box.input_value() == option
+
+
+def progress_step(page) -> tuple[int, int] | None:
+    bar = page.locator('[data-testid="stProgress"]')
+    if bar.count() == 0:
+        return None
+    m = re.search(r"step ([\d,]+) / ([\d,]+)", bar.first.inner_text())
+    return (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) if m else None
+
+
+def wait_until(predicate, timeout: float, what: str, page=None):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}" +
+                         (f"; page says: {page.inner_text('body')[:1500]}" if page else ""))
+
+
+# ------------------------------------------------------------------------------- journey
+
+def test_first_page_shows_the_results_tables(server, page):
+    url, _ = server
+    t0 = time.perf_counter()
+    page.goto(url)
+    page.get_by_text("Table 3").wait_for()
+    print(f"first render {time.perf_counter() - t0:.2f} s")
+    idle(page)
+    no_exception(page)
+    main = page.inner_text('[data-testid="stMain"]')
+    assert f"{len(RUNS)} runs in the store, 0 used" in main  # default = reference settings
+    assert main.count("No runs of this variant") == 3
+
+
+def test_every_page_renders_with_the_test_runs(page):
+    choose(page, "Dataset", "moons")
+    open_advanced(page)
+    for name, value in SMALL.items():
+        set_number(page, LABELS[name], value)
+    go(page, "Samples", "Samples")
+    animation = page.locator(".js-plotly-plot").nth(1)  # after the samples: the reverse process
+    label = animation.locator("text.slider-label", has_text="timestep t =")
+    assert label.text_content() == "timestep t = 100"  # starts from pure noise
+    animation.locator(".updatemenu-button", has_text="Play").click()
+    wait_until(lambda: label.text_content() == "timestep t = 0", 30, "the animation to reach t = 0")
+    go(page, "alpha(t)", "alpha(t)")
+    page.locator(".js-plotly-plot").nth(1).wait_for()  # alpha(t) curves + loss curves
+    go(page, "Train", "Train")
+    assert page.get_by_text("loaded instantly").count() == 1  # moons adaptive seed 0 is stored
+    go(page, "Results", "Results")
+    assert f"{len(RUNS)} used below" in page.inner_text('[data-testid="stMain"]')
+    page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()  # all three tables now
+
+
+def test_impossible_setting_is_refused_with_a_message(page):
+    set_number(page, "Training steps", 0)
+    error = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]')
+    error.wait_for()
+    assert "steps must be > 0" in error.inner_text()
+    go(page, "Train", "Train")
+    assert page.get_by_role("button", name="Start training").count() == 0
+    assert "Cannot train with these settings" in page.inner_text('[data-testid="stMain"]')
+    set_number(page, "Training steps", LIVE.steps)
+    assert error.count() == 0
+
+
+def test_a_short_run_trains_live_survives_a_reload_and_finishes(server, page):
+    url, root = server
+    set_number(page, "Seed", LIVE.seed)
+    assert LIVE.run_id in page.inner_text('[data-testid="stMain"]')
+    page.get_by_role("button", name="Start training").click()
+    first = wait_until(lambda: progress_step(page), 60, "the first progress", page)
+    assert first[1] == LIVE.steps
+    later = wait_until(lambda: (s := progress_step(page)) and s[0] > first[0] and s, 60,
+                       "progress to advance", page)
+    assert later[0] > first[0]
+    # Live charts: the loss so far and, for an adaptive run, its alpha(t) preview.
+    wait_until(lambda: page.locator(".js-plotly-plot").count() >= 2, 60, "the live charts", page)
+    no_exception(page)
+
+    page.reload()  # a new browser session: the run must still be there
+    page.locator("h1", has_text="Train").wait_for()
+    wait_until(lambda: LIVE.run_id in page.inner_text('[data-testid="stMain"]'), 20,
+               "the running run after the reload", page)
+    after = wait_until(lambda: progress_step(page), 30, "progress after the reload", page)
+    assert after[0] >= later[0] and after[1] == LIVE.steps
+    no_exception(page)
+
+    wait_until(lambda: Store(root).find(LIVE) is not None, 120, "the run to be stored", page)
+    page.get_by_text("Nothing is training right now.").wait_for(timeout=TIMEOUT_MS)
+    no_exception(page)
+
+
+def test_csv_download_has_one_row_per_run(server, page):
+    _, root = server
+    go(page, "Results", "Results")
+    with page.expect_download() as info:
+        page.get_by_role("button", name=re.compile("Download metrics CSV")).click()
+    frame = pd.read_csv(io.StringIO(Path(info.value.path()).read_text()))
+    assert len(frame) == len(RUNS) + 1 == len(Store(root).runs())
+    fields = [f for f in TrainConfig().to_dict()]
+    assert set(fields + list(METRICS) + ["run_id"]) <= set(frame.columns)
+    row = frame.set_index("run_id").loc[LIVE.run_id]
+    assert (row.steps, row.seed, row.dataset, row.variant) == (LIVE.steps, 5, "moons", "adaptive")
+    assert frame[list(METRICS)].notna().all().all()
+    no_exception(page)
+
+
+LABELS = {"steps": "Training steps", "batch_size": "Batch size", "n_points": "Training points",
+          "n_samples": "Samples for evaluation"}

@@ -1,0 +1,132 @@
+"""What every page shares: the store, the job registry, cached loads, the sidebar's selection.
+
+Not a page (app.py registers pages explicitly with st.navigation). Heavy things are cached:
+the store and the job registry once per store root (st.cache_resource: one registry for every
+browser session, so all of them see the same background runs), arrays and figures per run
+(st.cache_data keyed by the run's id and the time its folder changed, so a retrained run is
+never shown stale).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import numpy as np
+import streamlit as st
+
+from dualscale import Store, StoreError, TrainConfig, make_dataset
+from dualscale.jobs import JobRegistry
+
+SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
+                 if f.name not in ("dataset", "variant", "seed"))
+
+
+def store_root() -> str:
+    """Where runs live; tests point DUALSCALE_STORE at a temp folder."""
+    return os.environ.get("DUALSCALE_STORE", "checkpoints")
+
+
+@st.cache_resource(show_spinner=False)
+def _store(root: str) -> Store:
+    return Store(root)
+
+
+@st.cache_resource(show_spinner=False)
+def _registry(root: str) -> JobRegistry:
+    return JobRegistry(_store(root), device=os.environ.get("DUALSCALE_DEVICE", "auto"))
+
+
+def store() -> Store:
+    return _store(store_root())
+
+
+def registry() -> JobRegistry:
+    return _registry(store_root())
+
+
+# --------------------------------------------------------------------------- selection
+
+@dataclasses.dataclass(frozen=True)
+class Selection:
+    """The sidebar's choices. `config` is None when the advanced settings are impossible."""
+    dataset: str
+    variant: str
+    seed: int
+    config: TrainConfig | None
+    error: str | None
+
+    @property
+    def settings(self) -> TrainConfig:
+        """A valid config for lookups: the sidebar's, or the reference defaults if it is invalid."""
+        return self.config or TrainConfig(dataset=self.dataset, variant=self.variant)
+
+
+def selection() -> Selection:
+    """Read what app.py's sidebar stored for this rerun."""
+    return st.session_state["selection"]
+
+
+# --------------------------------------------------------------------------- runs
+
+def stamp(run) -> int:
+    """Changes when a run is rewritten (retrained): part of every cache key below."""
+    try:
+        return os.stat(run.path).st_mtime_ns
+    except OSError:
+        return 0
+
+
+def all_runs() -> list:
+    return store().runs()
+
+
+def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
+    """The stored run to show for a selection: the exact config if stored, else the closest.
+
+    Closest = same training settings, then same seed, then a shipped reference run, then newest:
+    a page should show the best match it has rather than nothing.
+    """
+    runs = [r for r in (runs if runs is not None else all_runs())
+            if r.config.dataset == dataset and r.config.variant == variant]
+    if not runs:
+        return None
+    target = dataclasses.replace(settings, dataset=dataset, variant=variant)
+
+    def score(r):
+        same = all(getattr(r.config, k) == getattr(target, k) for k in SETTINGS)
+        return (r.config == target, same, r.config.seed == target.seed, r.is_reference, stamp(r))
+
+    return max(runs, key=score)
+
+
+def describe(run) -> str:
+    """Which run a panel shows: seed, length, origin and id (the variant is the panel's name)."""
+    c = run.config
+    origin = "shipped reference" if run.is_reference else "local"
+    return f"seed {c.seed}, {c.steps:,} steps ({origin} run `{run.id}`)"
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def _load(root: str, run_id: str, stamp_: int, what: str):
+    run = _store(root).get(run_id)
+    return getattr(run, what)()
+
+
+def load(run, what: str):
+    """run.samples() / .alpha() / .loss_history() / .trajectory(), cached per run version.
+
+    A damaged run file gives a one-line warning and None, never a traceback on the page.
+    """
+    try:
+        return _load(store_root(), run.id, stamp(run), what)
+    except StoreError as e:
+        st.warning(str(e).splitlines()[0])
+        return None
+
+
+@st.cache_data(max_entries=32, show_spinner=False)
+def real_points(dataset: str, n: int = 20_000) -> np.ndarray:
+    """Real data for backgrounds (the reference's seed-42 draw; a subset is plenty to see)."""
+    return make_dataset(dataset, n)
+
+

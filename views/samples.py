@@ -1,0 +1,43 @@
+"""Samples: generated points over the real data, the three variants side by side, and the
+reverse process from noise to data (Plotly slider + Play, no server round trip per frame)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dualscale import VARIANTS
+from dualscale.plots import sample_panels, trajectory_animation
+from views import common
+
+
+@st.cache_resource(max_entries=32, show_spinner=False)
+def panels_figure(root: str, dataset: str, keys: tuple):
+    """Figures per (dataset, shown runs): switching back to a dataset costs no rebuild.
+
+    cache_resource, not cache_data: the figures are only read, and unpickling a copy of the
+    animation on every rerun cost more than drawing it (measured ~0.15 s).
+    """
+    runs = {v: common.store().get(rid) if rid else None for v, rid, _ in keys}
+    real = common.real_points(dataset)
+    samples = {v: common.load(r, "samples") if r else None for v, r in runs.items()}
+    trajs = {v: common.load(r, "trajectory") if r else None for v, r in runs.items()}
+    return sample_panels(real, samples), trajectory_animation(real, trajs)
+
+
+sel = common.selection()
+st.title("Samples")
+shown = {v: common.pick_run(sel.dataset, v, sel.settings) for v in VARIANTS}
+if not any(shown.values()):
+    st.info(f"No stored runs for **{sel.dataset}** yet: train one on the Train page.")
+    st.stop()
+
+st.caption(" · ".join(f"**{v}**: {common.describe(r) if r else 'no run'}" for v, r in shown.items()))
+keys = tuple((v, r.id if r else None, common.stamp(r) if r else 0) for v, r in shown.items())
+scatter, animation = panels_figure(common.store_root(), sel.dataset, keys)
+n = next(r for r in shown.values() if r).config.n_samples
+st.markdown(f"**{sel.dataset}**: {n:,} generated points per model over the real data (grey). "
+            "Drag to zoom (all panels follow), double-click to reset.")
+st.plotly_chart(scatter, key="samples_scatter")
+st.subheader("Reverse process")
+st.caption("From pure noise (largest t) to data (t = 0), a thinned subset of points. "
+           "Drag the timestep slider or press Play.")
+st.plotly_chart(animation, key="samples_trajectory")

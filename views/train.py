@@ -1,0 +1,140 @@
+"""Train: start a run for the sidebar's selection and watch every run in progress, live.
+
+Training happens in a worker process (dualscale.jobs), never in this script, so it goes on when
+the user switches page or reloads; this page only starts, polls and cancels.
+"""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dualscale.jobs import JobStatus
+from dualscale.plots import alpha_preview, live_loss, loss_curves, sample_panels
+from views import common
+
+ss = st.session_state
+ss.setdefault("watched", [])  # runs this session started: their outcome stays on screen
+sel = common.selection()
+registry = common.registry()
+
+
+def start(cfg, force: bool) -> None:
+    run_id = registry.start(cfg, force=force)
+    if run_id not in ss.watched:
+        ss.watched.append(run_id)
+
+
+def fmt_seconds(s: float | None) -> str:
+    if s is None:
+        return "–"
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def stored_panel(run) -> None:
+    """A stored config: its numbers at once, and training again only on request."""
+    m = run.metrics
+    st.success(f"Stored: loaded instantly, no training needed ({run.config.variant}, "
+               f"{common.describe(run)}, trained on {m.get('device', '?')}).")
+    cols = st.columns(4)
+    cols[0].metric("KL divergence (bits)", f"{m['kl_divergence']:.3f}")
+    cols[1].metric("Eval loss", f"{m['eval_loss']:.3f}")
+    cols[2].metric("Training time", fmt_seconds(m["training_time"]))
+    cols[3].metric("Inference time", f"{m['inference_time']:.2f} s")
+    st.plotly_chart(loss_curves({run.config.variant: common.load(run, "loss_history")}),
+                    key="stored_loss")
+    if st.button("Retrain", help="Train this configuration again and replace the stored run"):
+        start(run.config, force=True)
+        st.rerun()
+
+
+def selection_panel(running: set[str]) -> None:
+    if sel.error:
+        st.error(f"Cannot train with these settings: {sel.error}")
+        return
+    cfg = sel.config
+    st.markdown(f"**{cfg.dataset} · {cfg.variant} · seed {cfg.seed}** · {cfg.steps:,} steps, "
+                f"batch {cfg.batch_size}, {cfg.n_points:,} points · run id `{cfg.run_id}`")
+    if cfg.run_id in running:
+        st.info("This configuration is training now: watch it below.")
+        return
+    try:
+        run = common.store().find(cfg)
+    except ValueError as e:  # a corrupt stored run: say so, offer to overwrite it
+        st.error(str(e).splitlines()[0])
+        run = None
+    if run is not None:
+        stored_panel(run)
+    elif st.button("Start training", type="primary"):
+        start(cfg, force=False)
+        st.rerun()
+
+
+def live_run(status: JobStatus, info: dict) -> None:
+    """One run in progress: progress bar, speed, ETA, the loss so far, alpha(t) if adaptive."""
+    c = info.get("config") or {}
+    with st.container(border=True):
+        head, button = st.columns([5, 1])
+        head.markdown(f"**{c.get('dataset', '?')} · {c.get('variant', '?')} · seed "
+                      f"{c.get('seed', '?')}** `{status.run_id}` — {status.state}")
+        if button.button("Cancel", key=f"cancel_{status.run_id}"):
+            registry.cancel(status.run_id)
+            st.toast(f"Cancelling {status.run_id}…")
+        st.progress(status.fraction, text=f"step {status.step:,} / {status.total:,}"
+                    if status.total else f"{status.state}…")
+        cols = st.columns(4)
+        cols[0].metric("steps/s", f"{status.steps_per_s:.1f}" if status.steps_per_s else "–")
+        cols[1].metric("ETA", fmt_seconds(status.eta_s))
+        cols[2].metric("loss", f"{status.losses[-1]:.4f}" if status.losses else "–")
+        cols[3].metric("elapsed", fmt_seconds(status.elapsed))
+        live_charts(status, c.get("dataset"), c.get("variant", "samples"))
+
+
+def live_charts(status: JobStatus, dataset: str | None, variant: str) -> None:
+    charts = [("loss", live_loss(status.steps, status.losses))] if status.losses else []
+    if status.alpha is not None:
+        charts.append(("alpha", alpha_preview(status.alpha)))
+    if status.preview is not None and dataset:
+        panel = sample_panels(common.real_points(dataset), {variant: np.array(status.preview)},
+                              n_real=1500)
+        charts.append(("preview", panel.update_layout(height=300, showlegend=False)))
+    if not charts:
+        return
+    for col, (name, fig) in zip(st.columns(len(charts)), charts):
+        col.plotly_chart(fig, key=f"live_{name}_{status.run_id}")
+
+
+def outcome(status: JobStatus) -> None:
+    """How a run this session started ended: one line each."""
+    if status.state == "done":
+        m = status.metrics or {}
+        st.success(f"`{status.run_id}` done: KL {m.get('kl_divergence', float('nan')):.3f} bits, "
+                   f"eval loss {m.get('eval_loss', float('nan')):.3f}, trained in "
+                   f"{fmt_seconds(m.get('training_time'))} on {m.get('device', '?')}.")
+    elif status.state == "cancelled":
+        st.warning(f"`{status.run_id}` was cancelled; nothing was stored.")
+    elif status.state == "failed":
+        st.error(f"`{status.run_id}` failed: {status.error}")
+
+
+def live_panel(running_at_start: frozenset) -> None:
+    active = registry.running()
+    ids = {a["run_id"] for a in active}
+    if not active:
+        st.caption("Nothing is training right now.")
+    for info in active:
+        live_run(registry.status(info["run_id"]), info)
+    for run_id in [r for r in ss.watched if r not in ids]:
+        outcome(registry.status(run_id))
+    if ids != running_at_start:
+        st.rerun()  # a run started or ended: redraw the whole page (stored panel, polling)
+
+
+st.title("Train")
+running = frozenset(registry.running_ids())
+selection_panel(running)
+st.subheader("Runs in progress")
+# Poll only while something trains: an idle page costs nothing.
+st.fragment(run_every=1.0 if running else None)(live_panel)(running)
+if ss.watched and not running and st.button("Clear finished runs"):
+    ss.watched = []
+    st.rerun()
