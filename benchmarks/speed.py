@@ -97,14 +97,19 @@ def main() -> None:
     if a.quick:
         a.repeats, a.block = 2, 50
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}")
+    bare = {}
     for k, name in ((1, "baseline"), (2, "dual")):
-        print(f"bare matmul GFLOP/s, {name} shapes (batch 256): {med(matmul_gflops(a.device, 256, k, a.repeats))}")
+        rates = matmul_gflops(a.device, 256, k, a.repeats)
+        bare[name] = statistics.median(rates)
+        print(f"bare matmul GFLOP/s, {name} shapes (batch 256): {med(rates)}")
     for variant in ("baseline", "fixed", "adaptive"):
         ms = step_ms(variant, a.device, a.block, a.repeats)
         m = statistics.median(ms)
+        rate = GFLOP_PER_STEP[variant] / m * 1000
         ref = REFERENCE_MS.get(variant, REFERENCE_MS["adaptive"])
-        print(f"train {variant:8s} ms/step {med(ms)}  = {GFLOP_PER_STEP[variant] / m * 1000:6.1f} GFLOP/s"
-              f"  vs reference {ref} ms: {ref / m:.2f}x")
+        matmul = bare["baseline" if variant == "baseline" else "dual"]
+        print(f"train {variant:8s} ms/step {med(ms)}  = {rate:6.1f} GFLOP/s ({rate / matmul:.0%} of the bare"
+              f" matmul rate)  vs reference {ref} ms: {ref / m:.2f}x")
     for variant in ("baseline", "adaptive"):
         done = trained_state(variant, a.device)
         s = sampling_s(done, max(2, a.repeats // 2))
