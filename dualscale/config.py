@@ -56,8 +56,10 @@ class TrainConfig:
             _positive(name, getattr(self, name))
         if self.seed < 0:
             raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if not 0 <= self.weight_decay < 1 or not 0 <= self.kl_weight <= 100:
-            raise ValueError("weight_decay must be in [0, 1) and kl_weight in [0, 100]")
+        if not 0 <= self.weight_decay < 1:
+            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
+        if not 0 <= self.kl_weight <= 100:
+            raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
         if self.batch_size > self.n_points:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_points ({self.n_points})")
         if self.timesteps < 2 or self.timesteps > 10_000:
@@ -91,5 +93,5 @@ def _choice(name: str, value, choices) -> None:
 
 
 def _positive(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not value > 0:
-        raise ValueError(f"{name} must be > 0, got {value!r}")
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
+        raise ValueError(f"{name} must be > 0 and finite, got {value!r}")

@@ -110,7 +110,9 @@ def test_baseline_and_fixed_and_kl_weight_train(tmp_path):
     (dict(lr=0.0), "lr must be > 0"), (dict(n_points=0), "n_points must be > 0"),
     (dict(dataset="nope"), "unknown dataset 'nope'"), (dict(variant="big"), "unknown variant"),
     (dict(batch_size=512, n_points=100), "exceeds n_points"), (dict(steps=1.5), "whole number"),
-    (dict(weight_net="relu"), "unknown weight_net")])
+    (dict(weight_net="relu"), "unknown weight_net"), (dict(lr=float("inf")), "lr must be > 0 and finite"),
+    (dict(kl_weight=-1.0), "kl_weight must be in"), (dict(weight_decay=1.5), "weight_decay must be in"),
+    (dict(seed=-3), "seed must be >= 0"), (dict(timesteps=1), "timesteps must be in")])
 def test_impossible_settings_are_one_line_errors(bad, match):
     with pytest.raises(ValueError, match=match) as e:
         TrainConfig(**bad).validate()
