@@ -178,16 +178,16 @@ class JobRegistry:
         return dataclasses.replace(status, state="failed", error=self._death_note(worker))
 
     def _current_events(self, run_id: str, worker: _Worker | None) -> list[dict]:
-        """The run's events, unless the file predates its worker: a new worker truncates the
-        file only after it starts, and until then the previous attempt's end (done, failed)
-        must not be shown as this attempt's."""
+        """The run's events, unless they are an earlier attempt's: a new worker restarts the
+        file (with a "started" stamp) only once it runs, and until then the previous attempt's
+        end (done, failed) must not be shown as this attempt's."""
         started = worker.started if worker else next(
             (a.get("started") for a in self.store.active() if a["run_id"] == run_id), None)
-        try:
-            written = os.stat(self.store.progress_path(run_id)).st_mtime
-        except OSError:
-            return []
-        return self.store.progress(run_id) if started is None or written >= started else []
+        events = self.store.progress(run_id)
+        if started is None or not events:
+            return events
+        stamp = events[0].get("time", 0) if events[0].get("event") == "started" else 0
+        return events if stamp >= started else []
 
     def _stored_metrics(self, run_id: str) -> dict | None:
         try:

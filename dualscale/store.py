@@ -190,9 +190,10 @@ class Store:
         return self.root / "progress" / f"{run_id}.jsonl"
 
     def start_progress(self, run_id: str) -> None:
+        """Begin a new attempt's progress file; its first event stamps when and who."""
         path = self.progress_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text("")
+        path.write_text(json.dumps({"event": "started", "time": time.time(), "pid": os.getpid()}) + "\n")
 
     def append_progress(self, run_id: str, event: dict) -> None:
         # One short line per O_APPEND write: readers never see half an event from a live writer.

@@ -190,7 +190,8 @@ def test_train_page_starts_watches_and_cancels_a_worker(store_root, tmp_path, mo
         ok(at.run())
         cfg = at.session_state["selection"].config
         store = Store(root)
-        wait_for(lambda: store.progress(cfg.run_id), timeout=90)  # an event every 100 steps
+        wait_for(lambda: [e for e in store.progress(cfg.run_id) if e["event"] == "progress"],
+                 timeout=90)  # an event every 100 steps
         ok(at.run())
         assert "This configuration is training now" in texts(at.info)
         bars = at.get("progress")

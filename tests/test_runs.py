@@ -69,7 +69,8 @@ def test_store_round_trip(adaptive_run, store):
     # the stored EMA weights reproduce the stored alpha(t)
     torch.testing.assert_close(run.load_model("ema").alpha_table().detach(), torch.from_numpy(alpha))
     assert [r.id for r in store.runs()] == [run.id]
-    assert store.progress(run.id)[-1]["event"] == "done"
+    events = store.progress(run.id)
+    assert events[0]["event"] == "started" and events[0]["pid"] == os.getpid() and events[-1]["event"] == "done"
 
 
 def test_stored_config_loads_instead_of_retraining(adaptive_run, store):
