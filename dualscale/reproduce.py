@@ -94,7 +94,8 @@ def sweep(configs, root: str, device: str, jobs: int, force: bool = False, half:
             for result in [r for r in pending if r.ready()]:
                 yield pending.pop(result), result.get()
             yield None, None
-            next(iter(pending)).wait(tick) if pending else None
+            if pending:
+                next(iter(pending)).wait(tick)  # sleeps at most `tick`; wakes early if it finishes
         pool.close()
     except BaseException:
         pool.terminate()

@@ -223,6 +223,8 @@ def test_cli_train_prints_json_and_list_shows_it(tmp_path):
     (["train", "--lr", "-1"], "error: lr must be > 0"),
     (["train", "--device", "tpu"], "error: unknown device 'tpu'"),
     (["reproduce", "--variants", "huge"], "error: unknown variant 'huge'"),
+    (["reproduce", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
+    (["train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
 ])
 def test_cli_bad_input_is_one_line(tmp_path, args, message):
     r = cli(*args, store=tmp_path)
