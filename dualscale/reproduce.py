@@ -87,6 +87,8 @@ def sweep(configs, root: str, device: str, jobs: int, force: bool = False, half:
     cancel stops every worker; their unfinished runs leave nothing that looks finished.
     """
     threads = max(1, (os.cpu_count() or 1) // jobs)
+    # Longest first (a dual run costs about twice a baseline run), so the workers finish together.
+    configs = sorted(configs, key=lambda c: c.steps * (1 if c.variant == "baseline" else 2), reverse=True)
     pool = mp.get_context("spawn").Pool(jobs, initializer=_init_worker, initargs=(threads,))
     try:
         pending = {pool.apply_async(_run_in_worker, (c.to_dict(), root, device, force, half)): c for c in configs}

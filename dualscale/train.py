@@ -18,6 +18,7 @@ from .config import TrainConfig
 from .data import make_dataset
 from .diffusion import NoiseSchedule
 from .models import Denoiser, build_model
+from .step import ManualLoss, flatten_
 
 
 class TrainingFailed(RuntimeError):
@@ -55,9 +56,10 @@ class Ema:
     ema <- ema + (1 - decay)(w - ema), decay = min(0.995, 1 - (1 + s - 100)^(-2/3)).
     """
 
-    def __init__(self, model: Denoiser, ema_model: Denoiser, every: int = 10, cap: float = 0.995):
-        self.online = [p.detach() for p in model.parameters()]
-        self.shadow = [p.detach() for p in ema_model.parameters()]
+    def __init__(self, online, shadow, every: int = 10, cap: float = 0.995):
+        """online, shadow: matching iterables of tensors (e.g. two models' parameters())."""
+        self.online = [p.detach() for p in online]
+        self.shadow = [p.detach() for p in shadow]
         self.every, self.cap = every, cap
 
     @staticmethod
@@ -78,9 +80,9 @@ def cosine_lr(peak: float, step: int, total: int) -> float:
     return peak * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
-def make_optimizer(model: Denoiser, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+def make_optimizer(params: list, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
     # fused=True is one kernel for all parameters (CPU and CUDA); identical AdamW math.
-    return torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(0.9, 0.999),
+    return torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999),
                              weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda"))
 
 
@@ -123,9 +125,15 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     config.validate()
     device = torch.device(device)
     model, ema_model, schedule, data, g = setup(config, device)
-    opt = make_optimizer(model, config, device)
-    ema = Ema(model, ema_model)
-    params = list(model.parameters())
+    # The plain MSE has a hand-written backward (step.py) over flat parameters; the VLB term
+    # goes through autograd.
+    manual = None if config.kl_weight else ManualLoss(model, schedule)
+    if manual:
+        params = [flatten_(model)]
+        ema = Ema(params, [flatten_(ema_model, grad=False)])
+    else:
+        params, ema = list(model.parameters()), Ema(model.parameters(), ema_model.parameters())
+    opt = make_optimizer(params, config, device)
     every = every or max(1, config.steps // 200)
     preview_at = set(np.linspace(0, config.steps, previews + 1, dtype=int)[1:]) if previews else set()
     losses = torch.zeros(config.steps, device=device)
@@ -136,9 +144,12 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
         idx = next(batches)
         t = torch.randint(0, config.timesteps, (len(idx),), generator=g, device=device)
         eps = torch.randn(len(idx), 2, generator=g, device=device)
-        loss = loss_fn(model, schedule, data[idx], t, eps, config.kl_weight)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
+        if manual:
+            loss = manual(data[idx], t, eps)  # fills every .grad
+        else:
+            loss = loss_fn(model, schedule, data[idx], t, eps, config.kl_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
         torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(config.lr, s, config.steps)

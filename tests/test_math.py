@@ -9,7 +9,8 @@ from dualscale import TrainConfig, kl_divergence, make_dataset
 from dualscale.data import DATASETS, PAPER_DATASETS, datasaurus
 from dualscale.diffusion import NoiseSchedule
 from dualscale.models import build_model, count_parameters, sinusoidal
-from dualscale.train import Ema, cosine_lr
+from dualscale.step import ManualLoss, flatten_
+from dualscale.train import Ema, cosine_lr, loss_fn
 
 
 # ---- schedule (Ho et al. 2020) ----------------------------------------------------------------
@@ -121,6 +122,43 @@ def test_branch_matches_plain_mlp():
 
 
 # ---- training pieces ------------------------------------------------------------------------
+@pytest.mark.parametrize("variant, weight_net", [("baseline", "sigmoid"), ("fixed", "sigmoid"),
+                                                 ("adaptive", "sigmoid"), ("adaptive", "softmax")])
+def test_manual_gradients_match_autograd(variant, weight_net):
+    """step.py's hand-written backward gives autograd's loss and gradients for every parameter."""
+    torch.manual_seed(3)
+    model = build_model(TrainConfig(variant=variant, weight_net=weight_net))
+    with torch.no_grad():  # move off the init so that no gradient is trivially zero
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    schedule = NoiseSchedule(100)
+    g = torch.Generator().manual_seed(1)
+    x0, t, eps = torch.randn(200, 2, generator=g), torch.randint(0, 100, (200,), generator=g), torch.randn(200, 2, generator=g)
+    loss = loss_fn(model, schedule, x0, t, eps, 0.0)
+    loss.backward()
+    expected = {n: p.grad.clone() for n, p in model.named_parameters()}
+    flat = flatten_(model)  # grads become views of one zeroed buffer, which ManualLoss overwrites
+    assert flat.grad.abs().sum() == 0
+    manual = ManualLoss(model, schedule)(x0, t, eps)
+    assert manual.item() == pytest.approx(loss.item(), rel=1e-6)
+    for name, p in model.named_parameters():
+        torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
+    if variant != "baseline":  # the upscale rows the local branch ignores get exactly zero
+        assert model.upscale.weight.grad[2:].abs().sum() == 0 and model.upscale.weight.grad[:2].abs().sum() > 0
+
+
+def test_flatten_shares_storage_with_the_module():
+    model = build_model(TrainConfig(variant="fixed"))
+    before = [p.detach().clone() for p in model.parameters()]
+    flat = flatten_(model)
+    assert flat.numel() == count_parameters(model) == 592_912
+    for p, b in zip(model.parameters(), before):
+        assert torch.equal(p, b)  # same values, now views
+    with torch.no_grad():
+        flat.add_(1.0)
+    assert torch.equal(model.branches.w_out, before[3] + 1.0)
+
+
 def test_ema_decay_schedule():
     assert Ema.decay(110) == pytest.approx(0.798, abs=5e-4)
     assert Ema.decay(200) == pytest.approx(0.954, abs=5e-4)
@@ -131,7 +169,7 @@ def test_ema_decay_schedule():
 def test_ema_warmup_copies_then_averages():
     torch.manual_seed(0)
     online, shadow = build_model(TrainConfig(variant="baseline")), build_model(TrainConfig(variant="baseline"))
-    ema = Ema(online, shadow)
+    ema = Ema(online.parameters(), shadow.parameters())
     p, q = next(online.parameters()), next(shadow.parameters())
     ema.update(110)
     assert torch.equal(p, q)  # s <= 110: a copy
