@@ -1,6 +1,6 @@
 """Speed of the engine against a plain matmul of the same shapes, measured in one run.
 
-    python benchmarks/speed.py [--device cpu|cuda] [--repeats 5] [--quick]
+    python benchmarks/speed.py [--device cpu|cuda] [--threads N] [--repeats 5] [--quick]
 
 Prints medians (and min-max) of: ms per training step at batch 256 for each variant (with
 batch drawing, clipping, AdamW, EMA: the real loop), sampling 10,000 points x 100 steps, the
@@ -93,7 +93,11 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--block", type=int, default=200, help="training steps per timed block")
     p.add_argument("--quick", action="store_true", help="fewer, shorter blocks (a smoke run)")
+    p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core); "
+                   "reproduce runs one single-threaded run per core, so --threads 1 is its speed")
     a = p.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     if a.quick:
         a.repeats, a.block = 2, 50
     print(f"torch {torch.__version__}, device {a.device}, threads {torch.get_num_threads()}")
