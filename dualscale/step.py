@@ -75,7 +75,7 @@ class ManualLoss:
             h = h.baddbmm_(r, w).add_(bias)  # h + relu(h) W + b, in place: the old h is not needed
         r = torch.relu(h)
         acts.append(r)
-        out = torch.baddbmm(br.b_out, r, br.w_out)  # (K, B, 2)
+        out = br.output(r)  # (K, B, 2)
 
         if k == 1:
             eps_hat = out[0]
@@ -101,7 +101,7 @@ class ManualLoss:
                 d_alpha = torch.zeros_like(alpha_table).index_add_(0, t, (d_hat * diff).sum(1))
                 _alpha_backward(m.weight_net, alpha_inputs, alpha_table, d_alpha)
         grad = self._grads()
-        torch.bmm(acts[-1].transpose(1, 2), d_out, out=br.w_out.grad)
+        br.w_out.grad.copy_(torch.bmm(d_out.transpose(1, 2), acts[-1]).transpose(1, 2))  # skinny: as output()
         torch.sum(d_out, 1, keepdim=True, out=br.b_out.grad)
         dh = _relu_grad(torch.bmm(d_out, br.w_out.transpose(1, 2)), acts[-1], 0.0)  # (K, B, 256)
         for i in reversed(range(len(br.w_res))):
