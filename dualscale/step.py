@@ -41,6 +41,21 @@ def flatten_(model: torch.nn.Module, grad: bool = True) -> torch.Tensor:
     return flat
 
 
+def sum_by_index(values: torch.Tensor, index: torch.Tensor, n: int, one_hot: bool | None = None) -> torch.Tensor:
+    """Sum the rows of `values` that share an index: (..., B, D) or (B,) -> (..., n, D) or (n,).
+
+    On a CPU, index_add_ (sequential, so deterministic). Elsewhere index_add_ adds with atomics
+    in no fixed order, which would break "same seed, same device, same numbers"; there it is
+    a one-hot matmul instead. `one_hot` forces either way (for tests).
+    """
+    one_hot = values.device.type != "cpu" if one_hot is None else one_hot
+    if one_hot:
+        return torch.nn.functional.one_hot(index, n).to(values.dtype).T @ values  # (n, B) @ (..., B, D)
+    dim = max(values.dim() - 2, 0)  # the B axis
+    shape = (*values.shape[:dim], n, *values.shape[dim + 1:])
+    return torch.zeros(shape, dtype=values.dtype, device=values.device).index_add_(dim, index, values)
+
+
 class ManualLoss:
     """loss = MSE(eps_hat, eps) for a Denoiser; calling it also writes every parameter's .grad.
 
@@ -98,7 +113,7 @@ class ManualLoss:
         else:
             d_out = torch.stack([alpha * d_hat, (1 - alpha) * d_hat])  # (2, B, 2)
             if m.variant == "adaptive":
-                d_alpha = torch.zeros_like(alpha_table).index_add_(0, t, (d_hat * diff).sum(1))
+                d_alpha = sum_by_index((d_hat * diff).sum(1), t, len(alpha_table))  # (T,)
                 _alpha_backward(m.weight_net, alpha_inputs, alpha_table, d_alpha)
         grad = self._grads()
         br.w_out.grad.copy_(torch.bmm(d_out.transpose(1, 2), acts[-1]).transpose(1, 2))  # skinny: as output()
@@ -111,7 +126,7 @@ class ManualLoss:
             dh = _relu_grad(torch.bmm(dh, w.transpose(1, 2)), r, 0.0).add_(dh)
         # first layer: coordinates part, and the timestep table's rows gathered by t
         torch.bmm(emb.transpose(1, 2), dh, out=br.w_in_xy.grad)
-        d_table = torch.zeros_like(table).index_add_(1, t, dh)  # (K, T, 256)
+        d_table = sum_by_index(dh, t, table.shape[1])  # (K, T, 256)
         torch.bmm(m.t_embed.T.expand(k, -1, -1), d_table, out=br.w_in_t.grad)
         torch.sum(d_table, 1, keepdim=True, out=br.b_in.grad)
         if k == 2:  # only the local branch's input depends on parameters (the upscale layer)

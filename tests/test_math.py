@@ -9,7 +9,7 @@ from dualscale import TrainConfig, kl_divergence, make_dataset
 from dualscale.data import DATASETS, PAPER_DATASETS, datasaurus
 from dualscale.diffusion import NoiseSchedule
 from dualscale.models import build_model, count_parameters, sinusoidal
-from dualscale.step import ManualLoss, flatten_
+from dualscale.step import ManualLoss, flatten_, sum_by_index
 from dualscale.train import Ema, cosine_lr, loss_fn
 
 
@@ -145,6 +145,20 @@ def test_manual_gradients_match_autograd(variant, weight_net):
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)
     if variant != "baseline":  # the upscale rows the local branch ignores get exactly zero
         assert model.upscale.weight.grad[2:].abs().sum() == 0 and model.upscale.weight.grad[:2].abs().sum() > 0
+
+
+def test_sum_by_index_both_ways():
+    """index_add_ (CPU) and the one-hot matmul (GPUs: deterministic) give the same sums."""
+    g = torch.Generator().manual_seed(0)
+    index = torch.tensor([3, 0, 3, 3, 1])
+    rows = torch.randn(2, 5, 4, generator=g)
+    expected = torch.zeros(2, 6, 4)
+    for j, i in enumerate(index.tolist()):
+        expected[:, i] += rows[:, j]
+    for one_hot in (False, True):
+        torch.testing.assert_close(sum_by_index(rows, index, 6, one_hot=one_hot), expected)
+        torch.testing.assert_close(sum_by_index(rows[0, :, 0], index, 6, one_hot=one_hot), expected[0, :, 0])
+    assert sum_by_index(rows, index, 6)[:, [2, 4, 5]].abs().sum() == 0
 
 
 def test_flatten_shares_storage_with_the_module():
