@@ -18,7 +18,9 @@ import torch
 from .diffusion import NoiseSchedule
 from .models import Denoiser
 
-_relu_grad = torch.ops.aten.threshold_backward  # grad * (activation > 0), one kernel
+def _relu_grad_(grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
+    """grad *= (activation > 0), in place: the relu's backward without a new buffer."""
+    return torch.ops.aten.threshold_backward.grad_input(grad, activation, 0.0, grad_input=grad)
 
 
 def flatten_(model: torch.nn.Module, grad: bool = True) -> torch.Tensor:
@@ -118,12 +120,12 @@ class ManualLoss:
         grad = self._grads()
         br.w_out.grad.copy_(torch.bmm(d_out.transpose(1, 2), acts[-1]).transpose(1, 2))  # skinny: as output()
         torch.sum(d_out, 1, keepdim=True, out=br.b_out.grad)
-        dh = _relu_grad(torch.bmm(d_out, br.w_out.transpose(1, 2)), acts[-1], 0.0)  # (K, B, 256)
+        dh = _relu_grad_(torch.bmm(d_out, br.w_out.transpose(1, 2)), acts[-1])  # (K, B, 256)
         for i in reversed(range(len(br.w_res))):
             w, r = br.w_res[i], acts[i]
             torch.bmm(r.transpose(1, 2), dh, out=grad["w_res"][i])
             torch.sum(dh, 1, keepdim=True, out=grad["b_res"][i])
-            dh = _relu_grad(torch.bmm(dh, w.transpose(1, 2)), r, 0.0).add_(dh)
+            dh = _relu_grad_(torch.bmm(dh, w.transpose(1, 2)), r).add_(dh)
         # first layer: coordinates part, and the timestep table's rows gathered by t
         torch.bmm(emb.transpose(1, 2), dh, out=br.w_in_xy.grad)
         d_table = sum_by_index(dh, t, table.shape[1])  # (K, T, 256)
@@ -173,7 +175,7 @@ def _alpha_backward(net: torch.nn.Sequential, inputs: list, alpha: torch.Tensor,
             if i:
                 d = d @ layer.weight
         elif isinstance(layer, torch.nn.ReLU):
-            d = _relu_grad(d, a_in, 0.0)
+            d = _relu_grad_(d, a_in)
         elif isinstance(layer, torch.nn.LeakyReLU):
             d = torch.ops.aten.leaky_relu_backward(d, a_in, layer.negative_slope, False)
         else:
