@@ -17,7 +17,7 @@ from __future__ import annotations
 import torch
 
 from .diffusion import NoiseSchedule
-from .models import Denoiser
+from .models import Denoiser, sinusoidal
 
 
 def _relu_grad_(grad: torch.Tensor, activation: torch.Tensor) -> torch.Tensor:
@@ -82,9 +82,10 @@ class ManualLoss:
             xy = torch.stack([xt, local])  # (2, B, 2)
         else:
             xy = xt[None]
-        arg = (xy * 25.0)[..., None] * br.freqs  # (K, B, 2, 64)
-        sin, cos = arg.sin(), arg.cos()
-        emb = torch.cat([sin, cos], -1).view(k, b, -1)  # (K, B, 256) = [sin x, cos x, sin y, cos y]
+        emb4 = sinusoidal(xy, 25.0, br.freqs)  # (K, B, 2, 128): [sin, cos] per coordinate
+        half = emb4.shape[-1] // 2
+        sin, cos = emb4[..., :half], emb4[..., half:]  # kept for the upscale layer's gradient
+        emb = emb4.view(k, b, -1)  # (K, B, 256) = [sin x, cos x, sin y, cos y]
         table = torch.baddbmm(br.b_in, m.t_embed.expand(k, -1, -1), br.w_in_t)  # (K, T, 256)
         h = table.index_select(1, t).baddbmm_(emb, br.w_in_xy)  # (K, B, 256)
         acts = []  # relu(h) entering each residual block and the output layer
@@ -134,7 +135,6 @@ class ManualLoss:
         torch.sum(d_table, 1, keepdim=True, out=br.b_in.grad)
         if k == 2:  # only the local branch's input depends on parameters (the upscale layer)
             d_emb = (dh[1] @ br.w_in_xy[1].T).view(b, 2, -1)  # (B, 2, 128)
-            half = d_emb.shape[-1] // 2
             # d/dv [sin(25 v f), cos(25 v f)] = 25 f [cos, -sin]
             d_arg = d_emb[..., :half] * cos[1] - d_emb[..., half:] * sin[1]  # (B, 2, 64)
             d_local = d_arg @ (br.freqs * 25.0)  # (B, 2)
