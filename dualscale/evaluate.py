@@ -31,11 +31,12 @@ class Evaluation:
 def eval_loss(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, g: torch.Generator) -> float:
     """One pass over all points with fresh t and eps, mean of the per-batch (256) MSEs."""
     model.eval()
+    tables = model.tables()  # what depends on t alone, once for the whole pass
     per_sample = []
     for x0 in data.split(EVAL_BATCH * EVAL_CHUNK):
         t = torch.randint(0, schedule.timesteps, (len(x0),), generator=g, device=data.device)
         eps = torch.randn(len(x0), 2, generator=g, device=data.device)
-        eps_hat = model(schedule.add_noise(x0, eps, t), t)
+        eps_hat = model(schedule.add_noise(x0, eps, t), t, tables)
         per_sample.append((eps_hat - eps).pow(2).mean(1))  # (chunk,)
     se = torch.cat(per_sample).double().cpu().numpy()
     starts = np.arange(0, len(se), EVAL_BATCH)
@@ -58,25 +59,26 @@ def sample(model: Denoiser, schedule: NoiseSchedule, n: int, g: torch.Generator,
     chunk = chunk or (n if device.type == "cuda" else SAMPLE_CHUNK)
     keep = min(keep, n)
     start = torch.randn(n, 2, generator=g, device=device)  # (n, 2)
+    tables = model.tables()  # what depends on t alone: once, not at each of chunks x T forwards
     out, frames = [], []  # frames: per chunk holding some of the first `keep` points, (T+1, m, 2)
     for i, x in enumerate(start.split(chunk)):
         here = min(len(x), keep - i * chunk)  # how many of this chunk's points the trajectory keeps
         frames_here = [] if here > 0 else None
-        out.append(_reverse(model, schedule, x, g, frames_here, here))
+        out.append(_reverse(model, schedule, tables, x, g, frames_here, here))
         if here > 0:
             frames.append(torch.stack(frames_here))
     model.train()
-    alpha = model.alpha_table()  # depends on t alone: the batch mean at t is alpha(t) itself
+    alpha = tables[1]  # depends on t alone: the batch mean at t is alpha(t) itself
     traj = torch.cat(frames, 1).cpu().numpy() if keep else None
     return torch.cat(out).cpu().numpy(), None if alpha is None else alpha.cpu().numpy(), traj
 
 
-def _reverse(model, schedule, x, g, frames, keep):
+def _reverse(model, schedule, tables, x, g, frames, keep):
     """Denoise one chunk from t = T-1 to 0, appending x[:keep] at each step to `frames`."""
     if frames is not None:
         frames.append(x[:keep].clone())
     for t in range(schedule.timesteps - 1, -1, -1):
-        eps_hat = model(x, t)  # one t for the whole chunk: its embedding row is shared
+        eps_hat = model(x, t, tables)  # one t for the whole chunk: its table row is shared
         noise = torch.randn(x.shape, generator=g, device=x.device) if t > 0 else None
         x = schedule.step(eps_hat, t, x, noise)
         if frames is not None:

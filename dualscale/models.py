@@ -55,12 +55,15 @@ class Branches(nn.Module):
         self.b_out = _uniform((k, 1, 2), HIDDEN)
         self.register_buffer("freqs", frequencies(), persistent=False)
 
-    def forward(self, xy: torch.Tensor, t_embed: torch.Tensor, t) -> torch.Tensor:
-        """xy (K, B, 2) coordinates per branch; t_embed (T, 128) table; t (B,) long or int -> (K, B, 2)."""
+    def t_table(self, t_embed: torch.Tensor) -> torch.Tensor:
+        """The timestep's share of the first layer for every t: (T, 128) -> (K, T, 256), bias included."""
+        return torch.baddbmm(self.b_in, t_embed.expand(self.w_in_t.shape[0], -1, -1), self.w_in_t)
+
+    def forward(self, xy: torch.Tensor, t_table: torch.Tensor, t) -> torch.Tensor:
+        """xy (K, B, 2) coordinates per branch; t_table (K, T, 256) from t_table(); t (B,) long or int -> (K, B, 2)."""
         k, b, _ = xy.shape
         emb = sinusoidal(xy, 25.0, self.freqs).reshape(k, b, 2 * EMBED_DIM)  # (K, B, 256) = [E(x), E(y)]
-        t_part = torch.baddbmm(self.b_in, t_embed.expand(k, -1, -1), self.w_in_t)  # (K, T, 256)
-        t_part = t_part[:, t:t + 1] if isinstance(t, int) else t_part[:, t]  # (K, 1 or B, 256)
+        t_part = t_table[:, t:t + 1] if isinstance(t, int) else t_table[:, t]  # (K, 1 or B, 256)
         if torch.is_grad_enabled():
             h = torch.bmm(emb, self.w_in_xy) + t_part
             for w, bias in zip(self.w_res, self.b_res):
@@ -103,14 +106,23 @@ class Denoiser(nn.Module):
         logits = self.weight_net(self.t_embed)  # (T, 1) sigmoid, or (T, 2) softmax over (g, l)
         return torch.sigmoid(logits[:, 0]) if logits.shape[1] == 1 else torch.softmax(logits, 1)[:, 0]
 
-    def forward(self, x: torch.Tensor, t) -> torch.Tensor:
-        """x (B, 2), t (B,) long or one int for the whole batch -> eps_hat (B, 2)."""
+    def tables(self) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Everything that depends on t alone, for all T timesteps: the first layer's timestep share
+        (K, T, 256) and alpha(t) (T,) or None. While the weights stay fixed (sampling, evaluation)
+        compute them once and pass them to forward: 100 reverse steps then skip ~100 recomputations."""
+        return self.branches.t_table(self.t_embed), self.alpha_table()
+
+    def forward(self, x: torch.Tensor, t, tables: tuple | None = None) -> torch.Tensor:
+        """x (B, 2), t (B,) long or one int for the whole batch -> eps_hat (B, 2).
+
+        tables: this model's tables(), if they are at hand; computed here otherwise.
+        """
+        t_table, alpha = self.tables() if tables is None else tables
         if self.variant == "baseline":
-            return self.branches(x[None], self.t_embed, t)[0]
+            return self.branches(x[None], t_table, t)[0]
         local = x @ self.upscale.weight[:2].T + self.upscale.bias[:2]  # (B, 2)
-        g, l = self.branches(torch.stack([x, local]), self.t_embed, t)  # (B, 2) each
-        alpha = self.alpha_table()[t]
-        alpha = alpha if isinstance(t, int) else alpha[:, None]
+        g, l = self.branches(torch.stack([x, local]), t_table, t)  # (B, 2) each
+        alpha = alpha[t] if isinstance(t, int) else alpha[t][:, None]
         return l + alpha * (g - l)
 
 

@@ -86,7 +86,7 @@ class ManualLoss:
         half = emb4.shape[-1] // 2
         sin, cos = emb4[..., :half], emb4[..., half:]  # kept for the upscale layer's gradient
         emb = emb4.view(k, b, -1)  # (K, B, 256) = [sin x, cos x, sin y, cos y]
-        table = torch.baddbmm(br.b_in, m.t_embed.expand(k, -1, -1), br.w_in_t)  # (K, T, 256)
+        table = br.t_table(m.t_embed)  # (K, T, 256)
         h = table.index_select(1, t).baddbmm_(emb, br.w_in_xy)  # (K, B, 256)
         acts = []  # relu(h) entering each residual block and the output layer
         for w, bias in zip(br.w_res, br.b_res):

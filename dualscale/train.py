@@ -89,6 +89,17 @@ def make_optimizer(params: list, config: TrainConfig, device: torch.device) -> t
                              weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda"))
 
 
+def clip_norm_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
+    """clip_grad_norm_ for one flat gradient, with the same arithmetic (bit for bit; tested).
+
+    torch's version groups tensors, takes per-tensor norms, stacks them and takes their norm; for
+    a single tensor that is the same two norms without the bookkeeping (~50 us a step on a CPU).
+    """
+    total = torch.linalg.vector_norm(torch.linalg.vector_norm(grad).reshape(1))
+    grad.mul_(torch.clamp(max_norm / (total + 1e-6), max=1.0))
+    return total
+
+
 def batch_indices(n: int, batch: int, g: torch.Generator, device: torch.device):
     """Endless shuffled passes over n points: yields index tensors (last of a pass may be short)."""
     while True:
@@ -179,7 +190,10 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
             loss = loss_fn(model, schedule, data[idx], t, eps, config.kl_weight)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+        if manual:
+            clip_norm_(params[0].grad, config.grad_clip)
+        else:
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
         for group in opt.param_groups:
             group["lr"] = cosine_lr(config.lr, s, config.steps)
         opt.step()

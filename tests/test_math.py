@@ -10,7 +10,7 @@ from dualscale.data import DATASETS, PAPER_DATASETS, datasaurus
 from dualscale.diffusion import NoiseSchedule
 from dualscale.models import build_model, count_parameters, sinusoidal
 from dualscale.step import ManualLoss, flatten_, sum_by_index
-from dualscale.train import Ema, cosine_lr, loss_fn
+from dualscale.train import Ema, clip_norm_, cosine_lr, loss_fn
 
 
 # ---- schedule (Ho et al. 2020) ----------------------------------------------------------------
@@ -97,7 +97,7 @@ def test_dual_model_mixes_its_branches():
     x, t = torch.randn(16, 2), torch.randint(0, 100, (16,))
     with torch.no_grad():
         local = m.upscale(x)[:, :2]
-        g, l = m.branches(torch.stack([x, local]), m.t_embed, t)
+        g, l = m.branches(torch.stack([x, local]), m.branches.t_table(m.t_embed), t)
         a = m.alpha_table()[t, None]
         torch.testing.assert_close(m(x, t), a * g + (1 - a) * l)
         # one int t for a whole batch equals a batch of that t (sampling uses the first form)
@@ -171,6 +171,29 @@ def test_flatten_shares_storage_with_the_module():
     with torch.no_grad():
         flat.add_(1.0)
     assert torch.equal(model.branches.w_out, before[3] + 1.0)
+
+
+@pytest.mark.parametrize("scale", [1e-4, 6e-4, 1.0])  # norms 0.08, 0.47 (not clipped) and 791
+def test_clip_norm_is_clip_grad_norm_bit_for_bit(scale):
+    g = torch.Generator().manual_seed(3)
+    p = torch.nn.Parameter(torch.randn(626_193, generator=g))
+    p.grad = torch.randn(626_193, generator=g) * scale
+    mine = p.grad.clone()
+    total = torch.nn.utils.clip_grad_norm_([p], 0.5, foreach=True)
+    assert torch.equal(clip_norm_(mine, 0.5), total)
+    assert torch.equal(mine, p.grad)
+    assert (total > 0.5) == (scale == 1.0)
+
+
+def test_tables_passed_in_give_the_same_output():
+    torch.manual_seed(0)
+    for variant in ("baseline", "adaptive"):
+        m = build_model(TrainConfig(variant=variant))
+        x, t = torch.randn(64, 2), torch.randint(0, 100, (64,))
+        with torch.no_grad():
+            tables = m.tables()
+            assert torch.equal(m(x, t, tables), m(x, t))
+            assert torch.equal(m(x, 7, tables), m(x, 7))
 
 
 def test_ema_decay_schedule():
