@@ -221,8 +221,7 @@ def _preview(ema_model: Denoiser, schedule: NoiseSchedule, g: torch.Generator, w
     from .evaluate import sample  # late import: evaluate imports this module
 
     t0 = time.perf_counter()
-    alpha = ema_model.alpha_table()
-    points, _, _ = sample(ema_model, schedule, 300, torch.Generator(g.device).manual_seed(0))
+    points, alpha, _ = sample(ema_model, schedule, 300, torch.Generator(g.device).manual_seed(0))
     extra = {"preview": tuple(map(tuple, points.round(3).tolist()))}
     if alpha is not None:
         extra["alpha"] = tuple(round(a, 5) for a in alpha.tolist())
