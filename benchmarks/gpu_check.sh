@@ -6,10 +6,12 @@ set -uo pipefail
 export PYTHONUNBUFFERED=1
 OUT=${OUT:-/tmp/gpu_check}; mkdir -p "$OUT"
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-python3 -m pytest -q -x tests/test_math.py 2>&1 | tail -2
+# The math tests (the hand-written step's gradients on CUDA too) and CUDA seeded determinism.
+python3 -m pytest -q -rs tests/test_math.py tests/test_runs.py -k "not cli" 2>&1 | tee "$OUT/pytest.txt" | tail -4
 python3 benchmarks/launch_bound.py --steps 300 2>&1 | tee "$OUT/launch_bound.txt"
 python3 benchmarks/speed.py --device cuda --quick 2>&1 | tee "$OUT/speed.txt"
 start=$(date +%s.%N)
 timeout "${REPRODUCE_LIMIT:-330}" python3 -m dualscale reproduce --device cuda --store /tmp/gpu_store \
-  --out "$OUT/tables" ${REPRODUCE_ARGS:-} 2>"$OUT/reproduce_bars.txt" | tee "$OUT/reproduce.txt"
+  --out /tmp/gpu_tables ${REPRODUCE_ARGS:-} 2>"$OUT/reproduce_bars.txt" | tee "$OUT/reproduce.txt"
 echo "reproduce exit $? wall $(python3 -c "print(round($(date +%s.%N) - $start, 1))") s" | tee -a "$OUT/reproduce.txt"
+cp /tmp/gpu_tables/tables.md /tmp/gpu_tables/runs.csv "$OUT/" 2>/dev/null  # $OUT returns at most 8 files

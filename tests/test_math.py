@@ -122,18 +122,25 @@ def test_branch_matches_plain_mlp():
 
 
 # ---- training pieces ------------------------------------------------------------------------
+# On a machine with a GPU the hand-written step is checked there too (its sums take another path).
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("variant, weight_net", [("baseline", "sigmoid"), ("fixed", "sigmoid"),
                                                  ("adaptive", "sigmoid"), ("adaptive", "softmax")])
-def test_manual_gradients_match_autograd(variant, weight_net):
+def test_manual_gradients_match_autograd(variant, weight_net, device):
     """step.py's hand-written backward gives autograd's loss and gradients for every parameter."""
     torch.manual_seed(3)
     model = build_model(TrainConfig(variant=variant, weight_net=weight_net))
     with torch.no_grad():  # move off the init so that no gradient is trivially zero
         for p in model.parameters():
             p.add_(0.05 * torch.randn_like(p))
-    schedule = NoiseSchedule(100)
+    model.to(device)
+    schedule = NoiseSchedule(100).to(device)
     g = torch.Generator().manual_seed(1)
     x0, t, eps = torch.randn(200, 2, generator=g), torch.randint(0, 100, (200,), generator=g), torch.randn(200, 2, generator=g)
+    x0, t, eps = x0.to(device), t.to(device), eps.to(device)
     loss = loss_fn(model, schedule, x0, t, eps, 0.0)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}

@@ -91,6 +91,18 @@ def test_same_seed_same_metrics_other_seed_differs(adaptive_run, tmp_path):
     assert seed1["eval_loss"] != again["eval_loss"]
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+def test_cuda_same_seed_same_numbers(tmp_path):
+    """On a GPU too, one seed gives bit-identical runs (no atomics in the step's sums)."""
+    config = TrainConfig(dataset="dino", variant="adaptive", **SMALL)
+    runs = [final(run_config(config, Store(tmp_path / str(i)), "cuda")) for i in range(2)]
+    for key in ("eval_loss", "kl_divergence"):
+        assert runs[0][key] == runs[1][key]
+    first, second = (Store(tmp_path / str(i)).find(config) for i in range(2))
+    np.testing.assert_array_equal(first.loss_history(), second.loss_history())
+    np.testing.assert_array_equal(first.samples(), second.samples())
+
+
 def test_baseline_and_fixed_and_kl_weight_train(tmp_path):
     s = Store(tmp_path)
     for cfg in (TrainConfig(dataset="line", variant="baseline", **SMALL),
