@@ -63,7 +63,8 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--variants", "--variant", nargs="+", default=list(VARIANTS))
     r.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0])
     r.add_argument("--half", action="store_true", help="store float16 weights (metrics computed from them)")
-    r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core; 1 on a GPU)")
+    r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
+                   "up to 8 on a CUDA GPU; 1 on MPS)")
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
     settings_args(r)
     ls = sub.add_parser("list", help="the runs in the store")
