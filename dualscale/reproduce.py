@@ -49,10 +49,10 @@ def default_jobs(device: str) -> int:
 
     CPU: one per core (up to 4), each process with one thread: small matmuls scale badly across
     threads, and a thread waiting for a busy core stalls its partners. CUDA: up to 8 processes
-    share the GPU, because one run keeps it busy only 13-18% of the time (launch-bound, measured
-    on an H200 with benchmarks/launch_bound.py). On that H200 (16 cores) the 12-run reproduce
-    took 80.9 s with 4 at a time, 72.1 s with 8 and 74.3 s with 12: at 8 the GPU is saturated.
-    MPS: one.
+    share the GPU. An eager step keeps the GPU busy only 13-27% of the time (launch-bound; on an
+    H200 the 12-run reproduce took 80.9 s with 4 at a time, 72.1 s with 8, 74.3 s with 12). With
+    the CUDA-graph step one run keeps it busy and the count hardly matters (60.0 s with 8, 62.6 s
+    with 4, 61.2 s with 2); 8 still serves the eager --kl-weight runs. MPS: one.
     """
     cores = os.cpu_count() or 1
     if device.startswith("cuda"):

@@ -78,15 +78,67 @@ class Ema:
             torch._foreach_lerp_(self.shadow, self.online, 1.0 - self.decay(s, self.cap))
 
 
+class GraphedStep:
+    """A training step captured once as a CUDA graph and replayed: one launch instead of ~100.
+
+    A single run on a GPU is launch-bound (benchmarks/launch_bound.py: the GPU is busy 13-18% of
+    an eager step). The batch is still drawn outside, eagerly, from the run's generator, and
+    copied into the graph's fixed input tensors, so the random stream and the kernels are those
+    of the eager step. Warm-up and capture run on one side stream (cuBLAS sets itself up there
+    before the capture, as torch.cuda.graph asks).
+    """
+
+    def __init__(self, step, warmup, data: torch.Tensor, batch: int):
+        """step(x0, t, eps) -> loss: the whole step; warmup(x0, t, eps): the same kernels, no update."""
+        self.step, self.warmup, self.data, self.graph = step, warmup, data, None
+        device = data.device
+        self.idx = torch.zeros(batch, dtype=torch.long, device=device)
+        self.t = torch.zeros(batch, dtype=torch.long, device=device)
+        self.eps = torch.zeros(batch, 2, device=device)
+
+    def __call__(self, idx: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        self.idx.copy_(idx)
+        self.t.copy_(t)
+        self.eps.copy_(eps)
+        if self.graph is None:
+            self._capture()
+        self.graph.replay()
+        return self.loss
+
+    def _capture(self) -> None:
+        stream = torch.cuda.Stream(self.data.device)
+        stream.wait_stream(torch.cuda.current_stream(self.data.device))
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.stream(stream):
+            self.warmup(self.data[self.idx], self.t, self.eps)  # the step recomputes what it writes
+            with torch.cuda.graph(self.graph, stream=stream):
+                self.loss = self.step(self.data[self.idx], self.t, self.eps)
+        torch.cuda.current_stream(self.data.device).wait_stream(stream)
+
+
 def cosine_lr(peak: float, step: int, total: int) -> float:
     """torch's CosineAnnealingLR(T_max=total, eta_min=0) in closed form, for 0-based `step`."""
     return peak * 0.5 * (1.0 + math.cos(math.pi * step / total))
 
 
 def make_optimizer(params: list, config: TrainConfig, device: torch.device) -> torch.optim.AdamW:
-    # fused=True is one kernel for all parameters (CPU and CUDA); identical AdamW math.
-    return torch.optim.AdamW(params, lr=config.lr, betas=(0.9, 0.999),
-                             weight_decay=config.weight_decay, fused=device.type in ("cpu", "cuda"))
+    """AdamW; fused=True is one kernel for all parameters (CPU and CUDA), identical AdamW math.
+
+    On CUDA the lr is a tensor on the GPU and the optimizer is capturable, so that a step can be
+    replayed as a CUDA graph (GraphedStep) while the cosine schedule still moves the lr.
+    """
+    cuda = device.type == "cuda"
+    lr = torch.tensor(config.lr, device=device) if cuda else config.lr
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.999), weight_decay=config.weight_decay,
+                             fused=device.type in ("cpu", "cuda"), capturable=cuda)
+
+
+def set_lr(opt: torch.optim.Optimizer, lr: float) -> None:
+    for group in opt.param_groups:
+        if isinstance(group["lr"], torch.Tensor):
+            group["lr"].fill_(lr)  # in place: a captured step reads it at replay
+        else:
+            group["lr"] = lr
 
 
 def clip_norm_(grad: torch.Tensor, max_norm: float) -> torch.Tensor:
@@ -154,11 +206,12 @@ def keep_freed_memory() -> None:
 
 
 def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | None = None,
-          previews: int = 0):
+          previews: int = 0, cuda_graph: bool | None = None):
     """Train; yield a Progress every `every` steps (default ~200 events per run), then a Trained.
 
     previews > 0 adds alpha(t) and a few EMA samples to that many evenly spaced events (their
-    cost is left out of `elapsed`).
+    cost is left out of `elapsed`). cuda_graph: replay each full-batch step as one CUDA graph
+    (default: on CUDA with the hand-written loss); the numbers are the same either way.
     """
     config.validate()
     device = torch.device(device)
@@ -174,6 +227,24 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     else:
         params, ema = list(model.parameters()), Ema(model.parameters(), ema_model.parameters())
     opt = make_optimizer(params, config, device)
+
+    def step(x0, t, eps):  # loss, gradients, clipping, AdamW: everything per step on the device
+        if manual:
+            loss = manual(x0, t, eps)  # fills every .grad
+            clip_norm_(params[0].grad, config.grad_clip)
+        else:
+            loss = loss_fn(model, schedule, x0, t, eps, config.kl_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
+        opt.step()
+        return loss.detach()
+
+    if cuda_graph is None:
+        cuda_graph = device.type == "cuda" and manual is not None and config.steps > 20
+    elif cuda_graph and (device.type != "cuda" or manual is None):
+        raise ValueError("cuda_graph needs a CUDA device and the plain MSE loss (kl_weight 0)")
+    graphed = GraphedStep(step, manual, data, config.batch_size) if cuda_graph else None
     every = every or max(1, config.steps // 200)
     preview_at = set(np.linspace(0, config.steps, previews + 1, dtype=int)[1:]) if previews else set()
     losses = torch.zeros(config.steps, device=device)
@@ -184,21 +255,14 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
         idx = next(batches)
         t = torch.randint(0, config.timesteps, (len(idx),), generator=g, device=device)
         eps = torch.randn(len(idx), 2, generator=g, device=device)
-        if manual:
-            loss = manual(data[idx], t, eps)  # fills every .grad
-        else:
-            loss = loss_fn(model, schedule, data[idx], t, eps, config.kl_weight)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-        if manual:
-            clip_norm_(params[0].grad, config.grad_clip)
-        else:
-            torch.nn.utils.clip_grad_norm_(params, config.grad_clip, foreach=True)
-        for group in opt.param_groups:
-            group["lr"] = cosine_lr(config.lr, s, config.steps)
-        opt.step()
+        lr = cosine_lr(config.lr, s, config.steps)
+        set_lr(opt, lr)
+        if graphed is not None and s >= 2 and len(idx) == config.batch_size:  # after AdamW's state exists
+            loss = graphed(idx, t, eps)
+        else:  # eager: the first steps, a pass's short last batch, CPUs, the autograd (VLB) loss
+            loss = step(data[idx], t, eps)
         ema.update(s)
-        losses[s] = loss.detach()
+        losses[s] = loss
         done = s + 1
         if done % every == 0 or done == config.steps or done in preview_at:
             mean = losses[last:done].mean().item()  # the one device sync per event
@@ -207,7 +271,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
             elapsed = time.perf_counter() - start - spent
             extra, spent_now = _preview(ema_model, schedule, g, done in preview_at)
             spent += spent_now
-            yield Progress(done, config.steps, mean, opt.param_groups[0]["lr"], elapsed, **extra)
+            yield Progress(done, config.steps, mean, lr, elapsed, **extra)
             last = done
     training_time = time.perf_counter() - start - spent
     yield Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g)

@@ -13,7 +13,7 @@ import torch
 
 from dualscale import RunInProgress, Store, StoreError, TrainConfig, run_config
 from dualscale.runs import resolve_device
-from dualscale.train import TrainingFailed
+from dualscale.train import TrainingFailed, train
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = dict(steps=200, n_points=4096, n_samples=1000)
@@ -101,6 +101,22 @@ def test_cuda_same_seed_same_numbers(tmp_path):
     first, second = (Store(tmp_path / str(i)).find(config) for i in range(2))
     np.testing.assert_array_equal(first.loss_history(), second.loss_history())
     np.testing.assert_array_equal(first.samples(), second.samples())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_check.sh runs it)")
+@pytest.mark.parametrize("variant", ["baseline", "adaptive"])
+def test_cuda_graph_step_gives_the_eager_numbers(variant):
+    """The step replayed as a CUDA graph computes exactly what the eager step computes."""
+    config = TrainConfig(dataset="moons", variant=variant, steps=300, n_points=4000)  # short last batches
+    runs = [list(train(config, "cuda", cuda_graph=graph))[-1] for graph in (False, True)]
+    np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
+    for a, b in zip(runs[0].ema.parameters(), runs[1].ema.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_cuda_graph_needs_cuda():
+    with pytest.raises(ValueError, match="cuda_graph needs a CUDA device"):
+        next(train(TrainConfig(**SMALL), "cpu", cuda_graph=True))
 
 
 def test_baseline_and_fixed_and_kl_weight_train(tmp_path):
