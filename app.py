@@ -12,29 +12,17 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import DATASETS, PAPER_DATASETS, VARIANTS, TrainConfig
+from dualscale.config import fields, training_settings
 from views.common import Selection
 
 st.set_page_config(page_title="dualscale", page_icon=":material/blur_on:", layout="wide")
 
 DEFAULTS = TrainConfig()
-# (setting, label, number_input options); no min/max on purpose: TrainConfig.validate() is the
-# one judge of what is possible, so the message a user sees is the engine's own.
-NUMBERS = (
-    ("steps", "Training steps", {"step": 100}),
-    ("batch_size", "Batch size", {"step": 32}),
-    ("lr", "Learning rate (peak)", {"step": 1e-4, "format": "%.2e"}),
-    ("weight_decay", "Weight decay", {"step": 0.01, "format": "%.3f"}),
-    ("grad_clip", "Gradient clip (norm)", {"step": 0.1, "format": "%.2f"}),
-    ("n_points", "Training points", {"step": 1000}),
-    ("timesteps", "Diffusion steps T", {"step": 10}),
-    ("kl_weight", "KL weight λ", {"step": 0.05, "format": "%.3f"}),
-    ("n_samples", "Samples for evaluation", {"step": 1000}),
-)
-CHOICES = (
-    ("beta_schedule", "Noise schedule", ("linear", "quadratic")),
-    ("weight_net", "alpha(t) network (adaptive)", ("sigmoid", "softmax")),
-)
-ADVANCED = tuple(n for n, _, _ in NUMBERS) + tuple(n for n, _, _ in CHOICES)
+# Generated from TrainConfig's fields (label, help, choices, step, format). No min/max on the
+# number inputs on purpose: TrainConfig.validate() is the one judge of what is possible, so the
+# message a user sees is the engine's own.
+ADVANCED = tuple(f.name for f in training_settings())
+FIELDS = {f.name: f for f in fields()}
 
 
 def reset_advanced() -> None:
@@ -60,12 +48,20 @@ def from_url() -> dict:
     return out
 
 
+def setting_widget(f) -> None:
+    """The widget of one TrainConfig field: a selectbox for choices, else a number input."""
+    m = f.metadata
+    if m["choices"] is not None:
+        st.selectbox(m["label"], m["choices"], key=f"cfg_{f.name}", help=m["help"])
+    else:
+        opts = {k: v for k, v in (("step", m["step"]), ("format", m["fmt"])) if v is not None}
+        st.number_input(m["label"], key=f"cfg_{f.name}", help=m["help"], **opts)
+
+
 def advanced_settings() -> None:
     with st.expander("Advanced: training settings"):
-        for name, label, opts in NUMBERS:
-            st.number_input(label, key=f"cfg_{name}", **opts)
-        for name, label, options in CHOICES:
-            st.selectbox(label, options, key=f"cfg_{name}")
+        for f in training_settings():
+            setting_widget(f)
         st.button("Reset to reference defaults", on_click=reset_advanced,
                   help="The settings that produced the paper's tables")
 
@@ -85,10 +81,13 @@ def validated(values: dict) -> Selection:
 
 def sidebar() -> Selection:
     with st.sidebar:
-        st.selectbox("Dataset", DATASETS, key="cfg_dataset",
+        st.selectbox(FIELDS["dataset"].metadata["label"], DATASETS, key="cfg_dataset",
+                     help=FIELDS["dataset"].metadata["help"],
                      format_func=lambda d: d if d in PAPER_DATASETS else f"{d} (Datasaurus)")
-        st.radio("Variant", VARIANTS, key="cfg_variant", horizontal=True)
-        st.number_input("Seed", step=1, key="cfg_seed")
+        st.radio(FIELDS["variant"].metadata["label"], VARIANTS, key="cfg_variant", horizontal=True,
+                 help=FIELDS["variant"].metadata["help"])
+        st.number_input(FIELDS["seed"].metadata["label"], step=1, key="cfg_seed",
+                        help=FIELDS["seed"].metadata["help"])
         advanced_settings()
         return validated({n: st.session_state[f"cfg_{n}"]
                           for n in ("dataset", "variant", "seed") + ADVANCED})

@@ -5,8 +5,8 @@ them. Training entry points import torch on first use.
 """
 from .config import VARIANTS, TrainConfig
 from .data import DATASETS, PAPER_DATASETS, make_dataset
-from .metrics import kl_divergence
-from .reproduce import METRICS, PAPER_TABLES
+from .metrics import METRICS, kl_divergence
+from .paper import PAPER_TABLES
 from .store import Run, RunInProgress, Store, StoreError
 
 __all__ = ["VARIANTS", "TrainConfig", "DATASETS", "PAPER_DATASETS", "make_dataset", "kl_divergence",
@@ -15,8 +15,12 @@ __all__ = ["VARIANTS", "TrainConfig", "DATASETS", "PAPER_DATASETS", "make_datase
 
 
 def __getattr__(name: str):
-    if name in ("run_config", "resolve_device"):
-        from . import runs
+    if name == "run_config":
+        from .runs import run_config
 
-        return getattr(runs, name)
+        return run_config
+    if name == "resolve_device":
+        from .system import resolve_device
+
+        return resolve_device
     raise AttributeError(f"module 'dualscale' has no attribute {name!r}")

@@ -12,39 +12,56 @@ import sys
 
 from tqdm import tqdm
 
-from .config import SCHEDULES, VARIANTS, WEIGHT_NETS, TrainConfig
-from .data import DATASETS, PAPER_DATASETS
-from .runs import DEVICES, Cancelled, resolve_device, run_config
+from . import events
+from .config import SELECTION, VARIANTS, TrainConfig, bounds_text, fields, training_settings
+from .data import PAPER_DATASETS
+from .metrics import METRICS
+from .paper import PAPER_TEXT
+from .runs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Cancelled, run_config
 from .store import RunInProgress, Store, StoreError
+from .system import DEVICES, resolve_device
 from .train import TrainingFailed
 
-PAPER_TEXT = {"lr": 1e-4, "batch_size": 64, "kl_weight": 0.1}  # what the paper's prose says
+TYPES = {"int": int, "float": float, "str": str}
+SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
 
 
-def settings_args(p: argparse.ArgumentParser) -> None:
-    d = TrainConfig()
+def field_help(f) -> str:
+    """A setting's help line: its text, bounds or choices, and its default."""
+    m = f.metadata
+    limits = f"one of: {', '.join(m['choices'])}" if m["choices"] else bounds_text(f)
+    return f"{m['help']}" + (f"; {limits}" if limits else "") + " (default: %(default)s)"
+
+
+def add_field(g, f, plural: bool = False) -> None:
+    """One TrainConfig field as a flag (--batch-size); plural: a list (--datasets a b, --seeds 0 1)."""
+    flag = "--" + f.name.replace("_", "-")
+    if plural:
+        default = list(SWEEP_DEFAULTS.get(f.name, [f.default]))
+        g.add_argument(flag + "s", flag, dest=f.name, nargs="+", type=TYPES[f.type], default=default,
+                       help=field_help(f).replace("(default: %(default)s)", f"(default: {' '.join(map(str, default))})"))
+    else:
+        g.add_argument(flag, type=TYPES[f.type], default=f.default, help=field_help(f))
+
+
+def settings_args(p: argparse.ArgumentParser, plural: bool) -> None:
+    for f in fields():
+        if f.name in SELECTION:
+            add_field(p, f, plural)
     g = p.add_argument_group("training settings (defaults: the reference experiment)")
-    g.add_argument("--steps", type=int, default=d.steps)
-    g.add_argument("--batch-size", type=int, default=d.batch_size)
-    g.add_argument("--lr", type=float, default=d.lr)
-    g.add_argument("--weight-decay", type=float, default=d.weight_decay)
-    g.add_argument("--grad-clip", type=float, default=d.grad_clip)
-    g.add_argument("--kl-weight", type=float, default=d.kl_weight, help="lambda of the paper's VLB KL term")
-    g.add_argument("--weight-net", choices=WEIGHT_NETS, default=d.weight_net)
-    g.add_argument("--beta-schedule", choices=SCHEDULES, default=d.beta_schedule)
-    g.add_argument("--timesteps", type=int, default=d.timesteps)
-    g.add_argument("--n-points", type=int, default=d.n_points)
-    g.add_argument("--n-samples", type=int, default=d.n_samples)
+    for f in training_settings():
+        add_field(g, f)
     g.add_argument("--paper-text", action="store_true",
-                   help="use the paper prose's values instead: lr 1e-4, batch 64, kl weight 0.1")
+                   help="use the paper prose's values instead: " + ", ".join(f"{k} {v}" for k, v in PAPER_TEXT.items()))
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, mps, cpu)")
-    p.add_argument("--store", default="checkpoints", help="run store folder (default: checkpoints)")
+    p.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
     p.add_argument("--force", action="store_true", help="retrain even if the config is stored")
+    p.add_argument("--half", action="store_true", help="store float16 weights (metrics computed from them)")
 
 
 def settings(a: argparse.Namespace) -> dict:
-    out = {k: getattr(a, k) for k in ("steps", "batch_size", "lr", "weight_decay", "grad_clip", "kl_weight",
-                                      "weight_net", "beta_schedule", "timesteps", "n_points", "n_samples")}
+    """The training settings the flags give (the selection fields excluded)."""
+    out = {f.name: getattr(a, f.name) for f in training_settings()}
     return {**out, **PAPER_TEXT} if a.paper_text else out
 
 
@@ -52,21 +69,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m dualscale", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, evaluate and store one run; prints its metrics as JSON")
-    t.add_argument("--dataset", default="dino", help=f"one of: {', '.join(DATASETS)}")
-    t.add_argument("--variant", default="adaptive", help=f"one of: {', '.join(VARIANTS)}")
-    t.add_argument("--seed", type=int, default=0)
+    settings_args(t, plural=False)
+    t.add_argument("--config", help="the whole config as JSON (what workers receive); replaces the setting flags")
     t.add_argument("--previews", type=int, default=0, help="progress events carrying alpha(t) and samples")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
-    settings_args(t)
     r = sub.add_parser("reproduce", help="the paper's 3 variants x 4 datasets and its three tables")
-    r.add_argument("--datasets", "--dataset", nargs="+", default=list(PAPER_DATASETS))
-    r.add_argument("--variants", "--variant", nargs="+", default=list(VARIANTS))
-    r.add_argument("--seeds", "--seed", nargs="+", type=int, default=[0])
-    r.add_argument("--half", action="store_true", help="store float16 weights (metrics computed from them)")
+    settings_args(r, plural=True)
     r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
                    "up to 8 on a CUDA GPU; 1 on MPS)")
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
-    settings_args(r)
     ls = sub.add_parser("list", help="the runs in the store")
     ls.add_argument("--store", default="checkpoints")
     return p
@@ -76,18 +87,18 @@ def on_sigterm(*_):
     raise Cancelled("cancelled")
 
 
-def run_one(config: TrainConfig, store: Store, a, position: str = "", **kw) -> dict:
+def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
     """Run one config with a tqdm bar on stderr; returns the final event."""
-    bar = tqdm(total=config.steps, desc=f"{position}{config.dataset}/{config.variant}/s{config.seed}",
+    bar = tqdm(total=config.steps, desc=f"{config.dataset}/{config.variant}/s{config.seed}",
                unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
     final = {}
     with bar:
-        for ev in run_config(config, store, a.device, a.force, **kw):
-            if ev["event"] == "progress":
+        for ev in run_config(config, store, a.device, a.force, half=a.half, **kw):
+            if ev["event"] == events.PROGRESS:
                 bar.update(ev["step"] - bar.n)
                 bar.set_postfix(loss=f"{ev['loss']:.4f}")
-            elif ev["event"] == "evaluating":
-                bar.set_postfix_str("sampling + KL")
+            elif ev["event"] == events.EVALUATING:
+                bar.set_postfix_str("sampling + metrics")
             else:
                 final = ev
                 bar.update(config.steps - bar.n)
@@ -95,7 +106,10 @@ def run_one(config: TrainConfig, store: Store, a, position: str = "", **kw) -> d
 
 
 def cmd_train(a) -> int:
-    config = TrainConfig(dataset=a.dataset, variant=a.variant, seed=a.seed, **settings(a)).validate()
+    if a.config is not None:
+        config = TrainConfig.from_json(a.config)
+    else:
+        config = TrainConfig(**{n: getattr(a, n) for n in SELECTION}, **settings(a)).validate()
     resolve_device(a.device)  # every check before the first bar is drawn
     if a.threads is not None:
         if a.threads < 1:
@@ -106,73 +120,63 @@ def cmd_train(a) -> int:
     store = Store(a.store)
     store.check_writable()
     ev = run_one(config, store, a, previews=a.previews)
-    print(json.dumps({k: v for k, v in ev.items() if k != "event"}))
+    print(json.dumps({k: v for k, v in ev.items() if k != "event"}), flush=True)
     return 0
 
 
-def run_parallel(configs, store: Store, a, jobs: int) -> None:
-    """One bar over all steps of the sweep, fed by the workers' progress files."""
-    from .reproduce import sweep
+def run_sweep(configs, store: Store, a, jobs: int) -> None:
+    """Worker processes, `jobs` at a time; one bar over all steps, fed by their progress files."""
+    from .runner import sweep
 
     finished = {}
+    kl = METRICS["kl_divergence"]
     with tqdm(total=sum(c.steps for c in configs), desc=f"{len(configs)} runs, {jobs} at a time",
               unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        for config, done in sweep(configs, str(store.root), a.device, jobs, a.force, a.half):
+        for config, done in sweep(configs, store, a.device, jobs, a.force, a.half):
             if config is not None:
                 finished[config.run_id] = config.steps
                 tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {done['eval_loss']:.4f} "
-                           f"KL {done['kl_divergence']:.3f}{' (stored)' if done['cached'] else ''}", file=sys.stderr)
+                           f"KL {kl.format(done['kl_divergence'])}{' (stored)' if done['cached'] else ''}",
+                           file=sys.stderr)
             steps = sum(finished.get(c.run_id) or _last_step(store, c.run_id) for c in configs)
             bar.update(steps - bar.n)
 
 
 def _last_step(store: Store, run_id: str) -> int:
-    steps = [e["step"] for e in store.progress(run_id) if e.get("event") == "progress"]
+    steps = [e["step"] for e in store.progress(run_id) if e.get("event") == events.PROGRESS]
     return steps[-1] if steps else 0
 
 
 def cmd_reproduce(a) -> int:
-    from .reproduce import TITLES, default_jobs, experiment, fidelity, markdown, metrics_frame, table
+    from .paper import experiment, is_reference, metrics_frame, report
+    from .system import default_jobs
 
-    configs = experiment(a.seeds, a.datasets, a.variants, **settings(a))  # all validated up front
+    configs = experiment(a.seed, a.dataset, a.variant, **settings(a))  # all validated up front
     device = resolve_device(a.device)
     jobs = default_jobs(str(device)) if a.jobs is None else a.jobs
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     store = Store(a.store)
     store.check_writable()
-    if jobs == 1:
-        for i, config in enumerate(configs):
-            run_one(config, store, a, position=f"[{i + 1}/{len(configs)}] ", half=a.half)
-    else:
-        run_parallel(configs, store, a, jobs)
+    run_sweep(configs, store, a, jobs)
     frame = metrics_frame([store.find(c) for c in configs])
     out = a.out or "tables"
-    texts = []
-    for variant in a.variants:
-        tab = table(frame, variant)
-        texts.append(markdown(tab, TITLES[variant]))
+    tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
+    for variant, tab in tables.items():
         store.write_text(f"{out}/{variant}.csv", tab.to_csv(index=False))
-    report = "\n".join(texts)
-    reference = settings(a) == {k: getattr(TrainConfig(), k) for k in settings(a)}
-    if not reference:
-        report += "\nFidelity: not checked (the settings differ from the reference experiment)\n"
-    else:
-        report += "\nFidelity (eval loss within 0.01 of the paper, KL inside the reference's run-to-run range): "
-        problems = fidelity(frame)
-        report += "all rows inside\n" if not problems else "\n".join(["rows OUTSIDE:"] + problems) + "\n"
-    store.write_text(f"{out}/tables.md", report)
+    store.write_text(f"{out}/tables.md", text)
     store.write_text(f"{out}/runs.csv", frame.to_csv(index=False))
-    print(report)
+    print(text)
     return 0
 
 
 def cmd_list(a) -> int:
     store = Store(a.store)
+    loss, kl, train = METRICS["eval_loss"], METRICS["kl_divergence"], METRICS["training_time"]
     for run in store.runs():
         m = run.metrics
-        print(f"{run.id:48s} {'ref' if run.is_reference else 'local':5s} loss {m['eval_loss']:.4f} "
-              f"KL {m['kl_divergence']:.3f} train {m['training_time']:.1f}s {m.get('device', '?')}")
+        print(f"{run.id:48s} {'ref' if run.is_reference else 'local':5s} loss {loss.format(m['eval_loss'])} "
+              f"KL {kl.format(m['kl_divergence'])} train {train.format(m['training_time'])}s {m.get('device', '?')}")
     for line in store.problems():
         print(f"unreadable: {line}", file=sys.stderr)
     for info in store.active():
@@ -183,20 +187,22 @@ def cmd_list(a) -> int:
 def main(argv=None) -> int:
     a = parser().parse_args(argv)
     signal.signal(signal.SIGTERM, on_sigterm)
+    from .runner import RunFailed
+
     try:
         return {"train": cmd_train, "reproduce": cmd_reproduce, "list": cmd_list}[a.command](a)
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; nothing was stored", file=sys.stderr)
-        return 130
+        return EXIT_CANCELLED
     except RunInProgress as e:
         print(f"error: {e}", file=sys.stderr)
-        return 3
-    except TrainingFailed as e:
+        return EXIT_LOCKED
+    except (TrainingFailed, RunFailed) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 1
+        return EXIT_FAILED
     except (ValueError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
 
 
 if __name__ == "__main__":

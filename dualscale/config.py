@@ -1,36 +1,65 @@
 """TrainConfig: everything that decides a run's numbers, with the reference defaults.
 
 Defaults are the experiment that produced the paper's tables (shared/reference.md), not the
-paper's prose (which says lr 1e-4, batch 64): those values are reachable as options.
+paper's prose (which says lr 1e-4, batch 64): those values are reachable as options. Each field
+carries its own label, help, bounds and choices (`setting(...)` metadata); validation, the
+command line's flags and the dashboard's widgets are all generated from them, so adding a
+setting is one field here.
 """
 from __future__ import annotations
 
 import dataclasses
 import hashlib
 import json
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
+
+from .data import DATASETS
+from .schedules import BETA_SCHEDULES
 
 VARIANTS = ("baseline", "fixed", "adaptive")
-SCHEDULES = ("linear", "quadratic")
+SCHEDULES = tuple(BETA_SCHEDULES)
 WEIGHT_NETS = ("sigmoid", "softmax")
+SELECTION = ("dataset", "variant", "seed")  # what a sweep varies; the rest are "training settings"
+
+
+def setting(default, label: str, help: str, *, choices=None, low=None, high=None, low_open=False,
+            high_open=False, why: str = "", step=None, fmt: str | None = None):
+    """A config field with what the CLI, the dashboard and validate() need to know about it.
+
+    low/high: bounds (inclusive unless *_open); why: appended to the bound's error message;
+    step/fmt: the dashboard number input's step and printf format.
+    """
+    meta = dict(label=label, help=help, choices=choices, low=low, high=high, low_open=low_open,
+                high_open=high_open, why=why, step=step, fmt=fmt)
+    return field(default=default, metadata=meta)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
-    dataset: str = "dino"          # a name from dualscale.DATASETS
-    variant: str = "adaptive"      # baseline (one branch) | fixed (alpha = 0.5) | adaptive (alpha(t))
-    seed: int = 0                  # seeds init, batches, t, noise and sampling
-    steps: int = 10_000            # optimizer steps
-    batch_size: int = 256          # points per step (shuffled passes over the data)
-    lr: float = 3e-4               # AdamW peak lr, cosine-annealed to 0 over `steps`
-    weight_decay: float = 0.01     # AdamW decoupled weight decay
-    grad_clip: float = 0.5         # max global grad norm
-    n_points: int = 100_000        # training points drawn from the dataset (seed 42, as the reference)
-    timesteps: int = 100           # diffusion steps T
-    beta_schedule: str = "linear"  # linear | quadratic, betas from 1e-4 to 0.02
-    kl_weight: float = 0.0         # lambda of the paper's text: loss = mse + lambda * VLB KL (bits/dim)
-    weight_net: str = "sigmoid"    # adaptive only: sigmoid (tables) | softmax (the deeper later net)
-    n_samples: int = 10_000        # points sampled for the KL and the plots
+    dataset: str = setting("dino", "Dataset", "the 2D point cloud to learn", choices=DATASETS)
+    variant: str = setting("adaptive", "Variant", "baseline: one branch; fixed: two branches mixed 0.5; "
+                           "adaptive: mixed by a learned alpha(t)", choices=VARIANTS)
+    seed: int = setting(0, "Seed", "seeds the init, the batches, t, the noise and the sampling", low=0)
+    steps: int = setting(10_000, "Training steps", "optimizer steps", low=0, low_open=True, step=100)
+    batch_size: int = setting(256, "Batch size", "points per step (shuffled passes over the data)",
+                              low=0, low_open=True, step=32)
+    lr: float = setting(3e-4, "Learning rate (peak)", "AdamW peak lr, cosine-annealed to 0 over the steps",
+                        low=0, low_open=True, step=1e-4, fmt="%.2e")
+    weight_decay: float = setting(0.01, "Weight decay", "AdamW decoupled weight decay", low=0, high=1,
+                                  high_open=True, step=0.01, fmt="%.3f")
+    grad_clip: float = setting(0.5, "Gradient clip (norm)", "max global gradient norm", low=0, low_open=True,
+                               step=0.1, fmt="%.2f")
+    n_points: int = setting(100_000, "Training points", "points drawn from the dataset (seed 42, as the "
+                            "reference)", low=0, low_open=True, step=1000)
+    timesteps: int = setting(100, "Diffusion steps T", "diffusion steps", low=2, high=10_000, step=10)
+    beta_schedule: str = setting("linear", "Noise schedule", "betas from 1e-4 to 0.02", choices=SCHEDULES)
+    kl_weight: float = setting(0.0, "KL weight λ", "lambda of the paper's text: loss = MSE + lambda * VLB KL "
+                               "(bits/dim)", low=0, high=100, step=0.05, fmt="%.3f")
+    weight_net: str = setting("sigmoid", "alpha(t) network (adaptive)", "adaptive only: sigmoid (the tables' "
+                              "net) or softmax (the deeper later net)", choices=WEIGHT_NETS)
+    n_samples: int = setting(10_000, "Samples for evaluation", "points sampled for the metrics and the plots",
+                             low=10, why=" (the KL uses k = 5 neighbours)", step=1000)
 
     def __post_init__(self):
         # An int given for a float setting (lr=1) must hash like the float (lr=1.0).
@@ -41,44 +70,35 @@ class TrainConfig:
 
     def validate(self) -> "TrainConfig":
         """Return self, or raise ValueError with a one-line message naming the bad setting."""
-        from .data import DATASETS  # late import: data imports nothing from here
-
-        _choice("dataset", self.dataset, DATASETS)
-        _choice("variant", self.variant, VARIANTS)
-        _choice("beta_schedule", self.beta_schedule, SCHEDULES)
-        _choice("weight_net", self.weight_net, WEIGHT_NETS)
-        for name in ("seed", "steps", "batch_size", "n_points", "timesteps", "n_samples"):
-            if not isinstance(getattr(self, name), int) or isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name} must be a whole number, got {getattr(self, name)!r}")
-        for name in ("steps", "batch_size", "n_points", "timesteps", "n_samples"):
-            _positive(name, getattr(self, name))
-        for name in ("lr", "grad_clip"):
-            _positive(name, getattr(self, name))
-        if self.seed < 0:
-            raise ValueError(f"seed must be >= 0, got {self.seed}")
-        if not 0 <= self.weight_decay < 1:
-            raise ValueError(f"weight_decay must be in [0, 1), got {self.weight_decay!r}")
-        if not 0 <= self.kl_weight <= 100:
-            raise ValueError(f"kl_weight must be in [0, 100], got {self.kl_weight!r}")
+        for f in dataclasses.fields(self):
+            _check(f, getattr(self, f.name))
         if self.batch_size > self.n_points:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_points ({self.n_points})")
-        if self.timesteps < 2 or self.timesteps > 10_000:
-            raise ValueError(f"timesteps must be in 2..10000, got {self.timesteps}")
-        if self.n_samples < 10:
-            raise ValueError(f"n_samples must be >= 10 (the KL uses k = 5 neighbours), got {self.n_samples}")
         return self
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
         """Build from a dict (e.g. a stored config.json); unknown keys are an error, not ignored."""
+        if not isinstance(d, dict):
+            raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - names)
         if unknown:
             raise ValueError(f"unknown config keys {unknown}; known: {sorted(names)}")
         return cls(**d).validate()
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainConfig":
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"the config is not valid JSON ({e.msg} at character {e.pos})")
 
     @property
     def run_id(self) -> str:
@@ -87,11 +107,45 @@ class TrainConfig:
         return f"{self.dataset}-{self.variant}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
-def _choice(name: str, value, choices) -> None:
-    if value not in choices:
-        raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(choices)}")
+def fields() -> tuple[dataclasses.Field, ...]:
+    """Every setting, in order, with its metadata (label, help, choices, bounds, step, fmt)."""
+    return dataclasses.fields(TrainConfig)
 
 
-def _positive(name: str, value) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool) or not 0 < value < float("inf"):
-        raise ValueError(f"{name} must be > 0 and finite, got {value!r}")
+def training_settings() -> tuple[dataclasses.Field, ...]:
+    """The settings other than dataset, variant and seed."""
+    return tuple(f for f in fields() if f.name not in SELECTION)
+
+
+def bounds_text(f: dataclasses.Field) -> str | None:
+    """'> 0 and finite', '>= 0', 'in [0, 1)', 'in 2..10000': the field's bounds in words."""
+    m = f.metadata
+    lo, hi = m["low"], m["high"]
+    if lo is None and hi is None:
+        return None
+    if hi is None:
+        if m["low_open"]:
+            return f"> {lo}" if f.type == "int" else f"> {lo} and finite"
+        return f">= {lo}"
+    if f.type == "int":
+        return f"in {lo}..{hi}"
+    return f"in {'(' if m['low_open'] else '['}{lo}, {hi}{')' if m['high_open'] else ']'}"
+
+
+def _check(f: dataclasses.Field, value) -> None:
+    m, name = f.metadata, f.name
+    if m["choices"] is not None:
+        if value not in m["choices"]:
+            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(m['choices'])}")
+        return
+    if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    if f.type == "float" and (not isinstance(value, (int, float)) or isinstance(value, bool)):
+        raise ValueError(f"{name} must be a number, got {value!r}")
+    lo, hi = m["low"], m["high"]
+    finite = isinstance(value, int) or math.isfinite(value)  # a huge int has no float
+    inside = finite and (
+        lo is None or (value > lo if m["low_open"] else value >= lo)) and (
+        hi is None or (value < hi if m["high_open"] else value <= hi))
+    if not inside:
+        raise ValueError(f"{name} must be {bounds_text(f)}, got {value!r}{m['why']}")

@@ -1,6 +1,8 @@
-"""The DDPM noise schedule, forward noising and reverse step (Ho et al. 2020, "DDPM").
+"""The DDPM noise schedule, forward noising, the reverse step and the reverse process (Ho et al.
+2020, "DDPM").
 
-Computed in float64 and kept as float32 buffers, so `.to(device)` moves them with the model.
+The schedule is computed in float64 and kept as float32 buffers, so `.to(device)` moves it with
+the model. The betas come from schedules.py.
 """
 from __future__ import annotations
 
@@ -9,17 +11,18 @@ import math
 import torch
 from torch import nn
 
+from .schedules import BETA_END, BETA_SCHEDULES, BETA_START
+
+SAMPLE_CHUNK = 512  # CPU sampling: points per chunk (a layer's activations fit a core's L2 cache)
+
 
 class NoiseSchedule(nn.Module):
-    def __init__(self, timesteps: int = 100, beta_start: float = 1e-4, beta_end: float = 0.02,
+    def __init__(self, timesteps: int = 100, beta_start: float = BETA_START, beta_end: float = BETA_END,
                  schedule: str = "linear"):
         super().__init__()
-        if schedule == "linear":
-            betas = torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
-        elif schedule == "quadratic":
-            betas = torch.linspace(beta_start**0.5, beta_end**0.5, timesteps, dtype=torch.float64) ** 2
-        else:
-            raise ValueError(f"unknown beta schedule {schedule!r}; choose one of: linear, quadratic")
+        if schedule not in BETA_SCHEDULES:
+            raise ValueError(f"unknown beta schedule {schedule!r}; choose one of: {', '.join(BETA_SCHEDULES)}")
+        betas = BETA_SCHEDULES[schedule](timesteps, beta_start, beta_end)
         alphas = 1.0 - betas
         abar = torch.cumprod(alphas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])
@@ -76,3 +79,45 @@ class NoiseSchedule(nn.Module):
     def _at(table: torch.Tensor, t):
         """table[t] shaped to broadcast over (B, 2), for a batch of t or one int."""
         return table[t] if isinstance(t, int) else table[t, None]
+
+
+@torch.inference_mode()
+def sample(model: nn.Module, schedule: NoiseSchedule, n: int, g: torch.Generator,
+           keep: int = 0, chunk: int | None = None):
+    """Reverse process from N(0, I) through t = T-1..0 (Ho et al. Algorithm 2).
+
+    `model` is a Denoiser (eps_hat = model(x, t, tables)). On a CPU the points go through in
+    chunks of SAMPLE_CHUNK, each chunk all the way from noise to data, so a step's activations
+    stay in cache; on a GPU as one batch.
+    Returns (points (n, 2) float32, alpha (T,) or None, trajectory (T+1, keep, 2) or None).
+    """
+    model.eval()
+    device = schedule.betas.device
+    chunk = chunk or (n if device.type == "cuda" else SAMPLE_CHUNK)
+    keep = min(keep, n)
+    start = torch.randn(n, 2, generator=g, device=device)  # (n, 2)
+    tables = model.tables()  # what depends on t alone: once, not at each of chunks x T forwards
+    out, frames = [], []  # frames: per chunk holding some of the first `keep` points, (T+1, m, 2)
+    for i, x in enumerate(start.split(chunk)):
+        here = min(len(x), keep - i * chunk)  # how many of this chunk's points the trajectory keeps
+        frames_here = [] if here > 0 else None
+        out.append(_reverse(model, schedule, tables, x, g, frames_here, here))
+        if here > 0:
+            frames.append(torch.stack(frames_here))
+    model.train()
+    alpha = tables[1]  # depends on t alone: the batch mean at t is alpha(t) itself
+    traj = torch.cat(frames, 1).cpu().numpy() if keep else None
+    return torch.cat(out).cpu().numpy(), None if alpha is None else alpha.cpu().numpy(), traj
+
+
+def _reverse(model, schedule, tables, x, g, frames, keep):
+    """Denoise one chunk from t = T-1 to 0, appending x[:keep] at each step to `frames`."""
+    if frames is not None:
+        frames.append(x[:keep].clone())
+    for t in range(schedule.timesteps - 1, -1, -1):
+        eps_hat = model(x, t, tables)  # one t for the whole chunk: its table row is shared
+        noise = torch.randn(x.shape, generator=g, device=x.device) if t > 0 else None
+        x = schedule.step(eps_hat, t, x, noise)
+        if frames is not None:
+            frames.append(x[:keep].clone())
+    return x

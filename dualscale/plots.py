@@ -13,15 +13,13 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from .metrics import METRICS
+from .paper import PAPER_METRICS
+
 VARIANT_COLORS = {"baseline": "#6c7a89", "fixed": "#e67e22", "adaptive": "#16a085"}
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
                   "#2c3e50", "#c0392b", "#7f8c8d", "#1abc9c", "#9b59b6", "#34495e", "#e84393",
                   "#00b894", "#6c5ce7")
-# Short on purpose: 13 table columns must fit a laptop screen.
-METRIC_LABELS = {"training_time": "train s", "eval_loss": "loss",
-                 "inference_time": "infer s", "kl_divergence": "KL"}
-METRIC_FORMATS = {"training_time": "{:.2f}", "eval_loss": "{:.3f}",
-                  "inference_time": "{:.3f}", "kl_divergence": "{:.3f}"}
 REAL_COLOR = "rgba(150,150,150,0.25)"
 
 
@@ -232,47 +230,47 @@ def alpha_preview(alpha: list[float]) -> go.Figure:
 
 # ---------------------------------------------------------------------------------- tables
 
-def marked_tables(tables: dict[str, pd.DataFrame], columns: dict[str, str]) -> dict[str, pd.DataFrame]:
-    """reproduce.table()s made readable: per metric "mean ± sd" (★ = lowest of the variants on
-    that dataset; all four metrics are lower-is-better), the paper's value and ours − paper.
+def marked_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """paper.table()s made readable: per metric "mean ± sd" (★ = best of the variants on that
+    dataset, in the registry's direction), the paper's value and ours − paper. Column titles are
+    the registry's short labels (13 columns must fit a laptop screen).
 
-    `tables`: variant -> reproduce.table(frame, variant); `columns`: metric -> its column name.
+    `tables`: variant -> paper.table(frame, variant).
     """
-    best = {m: _best_variants(tables, col) for m, col in columns.items()}
+    specs = [METRICS[name] for name in PAPER_METRICS]
+    best = {m.name: _best_variants(tables, m) for m in specs}
     out = {}
     for variant, tab in tables.items():
         rows = []
         for _, r in tab.iterrows():
             row = {"dataset": r["dataset"], "runs": int(r["runs"])}
-            for m, col in columns.items():
-                star = best[m].get(r["dataset"]) == variant
-                label = METRIC_LABELS.get(m, m)
-                row[label] = _cell(m, r[col], r[f"{col} sd"], star)
-                row[f"{label} paper"] = r[f"{col} paper"]
-                row[f"{label} Δ"] = r[f"{col} diff"]
+            for m in specs:
+                star = best[m.name].get(r["dataset"]) == variant
+                row[m.short] = _cell(m, r[m.label], r[f"{m.label} sd"], star)
+                row[f"{m.short} paper"] = r[f"{m.label} paper"]
+                row[f"{m.short} Δ"] = r[f"{m.label} diff"]
             rows.append(row)
-        out[variant] = pd.DataFrame(rows, columns=_display_columns(columns)).set_index("dataset")
+        out[variant] = pd.DataFrame(rows, columns=_display_columns(specs)).set_index("dataset")
     return out
 
 
-def _display_columns(columns: dict[str, str]) -> list[str]:
+def _display_columns(specs) -> list[str]:
     names = ["dataset", "runs"]
-    for m in columns:
-        label = METRIC_LABELS.get(m, m)
-        names += [label, f"{label} paper", f"{label} Δ"]
+    for m in specs:
+        names += [m.short, f"{m.short} paper", f"{m.short} Δ"]
     return names
 
 
-def _cell(metric: str, mean: float, sd: float, best: bool) -> str:
-    fmt = METRIC_FORMATS.get(metric, "{:.3f}")
-    text = fmt.format(mean) + ("" if math.isnan(sd) else " ± " + fmt.format(sd))
+def _cell(metric, mean: float, sd: float, best: bool) -> str:
+    text = metric.format(mean) + ("" if math.isnan(sd) else " ± " + metric.format(sd))
     return text + (" ★" if best else "")
 
 
-def _best_variants(tables: dict[str, pd.DataFrame], col: str) -> dict[str, str]:
-    """dataset -> the variant with the lowest mean, where at least two variants have runs."""
+def _best_variants(tables: dict[str, pd.DataFrame], metric) -> dict[str, str]:
+    """dataset -> the variant with the best mean, where at least two variants have runs."""
     means: dict[str, dict[str, float]] = {}
     for variant, tab in tables.items():
         for _, r in tab.iterrows():
-            means.setdefault(r["dataset"], {})[variant] = r[col]
-    return {d: min(v, key=v.get) for d, v in means.items() if len(v) > 1}
+            means.setdefault(r["dataset"], {})[variant] = r[metric.label]
+    pick = min if metric.lower_is_better else max
+    return {d: pick(v, key=v.get) for d, v in means.items() if len(v) > 1}

@@ -1,47 +1,30 @@
 """One run end to end: config -> train -> evaluate -> store, as a stream of event dicts.
 
-Shared by the command line and the dashboard's worker, so both train, measure and store the
-same way. Events are plain dicts (JSON lines in the store's progress file):
-  {"event": "progress", "step", "total", "loss", "lr", "elapsed", ["alpha"], ["preview"]}
-  {"event": "evaluating"}
-  {"event": "done", "run_id", "cached", <metrics>}
-  {"event": "failed", "error"} / {"event": "cancelled"}
+Shared by the command line and every worker (sweeps and the dashboard's runs go through
+`python -m dualscale train`), so all of them train, measure and store the same way. Events are
+plain dicts named in events.py (JSON lines in the store's progress file):
+  {"event": PROGRESS, "step", "total", "loss", "lr", "elapsed", ["alpha"], ["preview"]}
+  {"event": EVALUATING}
+  {"event": DONE, "run_id", "cached", "path", <metrics>}
+  {"event": FAILED, "error"} / {"event": CANCELLED}
 """
 from __future__ import annotations
 
-import dataclasses
-
 import torch
 
+from . import events
 from .config import TrainConfig
 from .evaluate import evaluate
 from .store import Run, Store
-from .train import Progress, Trained, train
+from .system import resolve_device
+from .train import train
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
+# Exit codes of `python -m dualscale` (and so of every worker).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 2, 3, 130
 
 
 class Cancelled(Exception):
     """Raised inside a run when its worker is asked to stop (SIGTERM, Ctrl-C)."""
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """auto -> cuda, then mps, then cpu; a device this machine lacks is a ValueError."""
-    base = name.split(":")[0]
-    if base not in DEVICES:
-        raise ValueError(f"unknown device {name!r}; choose one of: {', '.join(DEVICES)}")
-    if base == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        return torch.device("mps" if torch.backends.mps.is_available() else "cpu")
-    if base == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' is not available on this machine (no CUDA GPU); use --device cpu")
-    if base == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' is not available on this machine; use --device cpu")
-    try:
-        return torch.device(name)
-    except RuntimeError as e:
-        raise ValueError(f"bad device {name!r}: {e}")
 
 
 def round_to_half(model: torch.nn.Module) -> None:
@@ -68,8 +51,8 @@ def run_config(config: TrainConfig, store: Store, device: str = "auto", force: b
             run = yield from _train_and_store(config, store, dev, previews, half, every)
         except BaseException as e:  # record why, then let the caller handle it
             cancelled = isinstance(e, (Cancelled, KeyboardInterrupt, GeneratorExit))
-            store.append_progress(config.run_id, {"event": "cancelled"} if cancelled else
-                                  {"event": "failed", "error": str(e).splitlines()[0] if str(e) else repr(e)})
+            store.append_progress(config.run_id, {"event": events.CANCELLED} if cancelled else
+                                  {"event": events.FAILED, "error": str(e).splitlines()[0] if str(e) else repr(e)})
             raise
         event = done_event(run, cached=False)
         store.append_progress(config.run_id, event)
@@ -77,16 +60,18 @@ def run_config(config: TrainConfig, store: Store, device: str = "auto", force: b
 
 
 def _train_and_store(config, store, dev, previews, half, every):
-    trained = None
-    for event in train(config, dev, every=every, previews=previews):
-        if isinstance(event, Progress):
-            ev = {"event": "progress", **{k: v for k, v in dataclasses.asdict(event).items() if v is not None}}
-            store.append_progress(config.run_id, ev)
-            yield ev
-        elif isinstance(event, Trained):
-            trained = event
-    store.append_progress(config.run_id, {"event": "evaluating"})
-    yield {"event": "evaluating"}
+    gen = train(config, dev, every=every, previews=previews)
+    while True:  # `yield from` would hand the Progress objects on; we hand on their dicts
+        try:
+            progress = next(gen)
+        except StopIteration as end:
+            trained = end.value
+            break
+        event = progress.to_event()
+        store.append_progress(config.run_id, event)
+        yield event
+    store.append_progress(config.run_id, {"event": events.EVALUATING})
+    yield {"event": events.EVALUATING}
     if half:
         round_to_half(trained.model)
         round_to_half(trained.ema)
@@ -99,4 +84,4 @@ def _train_and_store(config, store, dev, previews, half, every):
 
 
 def done_event(run: Run, cached: bool) -> dict:
-    return {"event": "done", "run_id": run.id, "cached": cached, "path": str(run.path), **run.metrics}
+    return {"event": events.DONE, "run_id": run.id, "cached": cached, "path": str(run.path), **run.metrics}

@@ -1,16 +1,14 @@
-"""train(config) -> iterator of small progress events. No printing, no files.
+"""train(config) -> a generator of Progress events that returns the trained run. No printing, no files.
 
 Same math as the reference: shuffled passes over the points in batches of 256, t ~ U{0..T-1},
 MSE on eps (+ lambda * VLB KL), AdamW, global grad-norm clip, cosine lr to 0, EMA with warm-up.
 Faster because the batches are index slices of one tensor, the MSE's gradients come from a
-hand-written backward (step.py) into one flat parameter tensor, so clipping, fused AdamW and the
-EMA are a few kernels, and the losses stay on the device until a progress event needs them.
+hand-written backward (Denoiser.mse_and_grads) into one flat parameter tensor, so clipping, fused
+AdamW and the EMA are a few kernels, and the losses stay on the device until an event needs them.
 """
 from __future__ import annotations
 
-import ctypes
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
@@ -19,24 +17,14 @@ import torch
 
 from .config import TrainConfig
 from .data import make_dataset
-from .diffusion import NoiseSchedule
+from .diffusion import NoiseSchedule, sample
+from .events import Progress
 from .models import Denoiser, build_model
-from .step import ManualLoss, flatten_
+from .system import keep_freed_memory
 
 
 class TrainingFailed(RuntimeError):
     """The run cannot go on (a non-finite loss); the message is one line for the user."""
-
-
-@dataclass(frozen=True)
-class Progress:
-    step: int                 # optimizer steps done
-    total: int
-    loss: float               # mean training loss since the previous event
-    lr: float
-    elapsed: float            # training seconds so far (previews excluded)
-    alpha: tuple | None = None    # alpha(t) for t = 0..T-1 (dual models), sometimes
-    preview: tuple | None = None  # a few sampled points ((x, y), ...), sometimes
 
 
 @dataclass
@@ -182,33 +170,31 @@ def setup(config: TrainConfig, device: torch.device):
     return model, ema_model, schedule, data, g
 
 
-_MALLOC_TUNED = False
+def flatten_(model: torch.nn.Module, grad: bool = True) -> torch.Tensor:
+    """Make every parameter of `model` (and its .grad) a view of one flat tensor; return that tensor.
 
-
-def keep_freed_memory() -> None:
-    """Ask glibc to keep freed blocks instead of giving them back to the OS (Linux only; idempotent).
-
-    A training step allocates and frees ~20 activations of 128-512 KiB. By default glibc maps each
-    such block fresh and unmaps it on free, so every step pays for page faults and zeroed pages
-    (2.4 million faults in one `reproduce`; 0.28 million with this). Measured: 4% off the whole
-    process of 400 one-thread steps. mallopt(3): M_MMAP_THRESHOLD = -3, M_TRIM_THRESHOLD = -1.
+    The flat tensor is what the optimizer updates; the module sees each update through its views.
     """
-    global _MALLOC_TUNED
-    if _MALLOC_TUNED or not sys.platform.startswith("linux"):
-        return
-    _MALLOC_TUNED = True
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-        libc.gnu_get_libc_version  # glibc, not musl: mallopt takes these options
-        libc.mallopt(-3, 32 << 20)  # serve blocks up to 32 MiB (glibc's maximum) from the heap
-        libc.mallopt(-1, 1 << 30)   # and give the heap's free top back only past 1 GiB
-    except (OSError, AttributeError):
-        pass
+    params = list(model.parameters())
+    flat = torch.cat([p.detach().reshape(-1) for p in params])
+    if grad:
+        flat.requires_grad_()
+        flat.grad = torch.zeros_like(flat)
+    offset = 0
+    for p in params:
+        n = p.numel()
+        p.data = flat.detach()[offset:offset + n].view_as(p)
+        if grad:
+            p.grad = flat.grad[offset:offset + n].view_as(p)
+        offset += n
+    return flat
 
 
 def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | None = None,
           previews: int = 0, cuda_graph: bool | None = None):
-    """Train; yield a Progress every `every` steps (default ~200 events per run), then a Trained.
+    """Train; yield a Progress every `every` steps (default ~200 events per run); return a Trained.
+
+    Use `trained = yield from train(...)`, or fit() when the progress is not wanted.
 
     previews > 0 adds alpha(t) and a few EMA samples to that many evenly spaced events (their
     cost is left out of `elapsed`). cuda_graph: replay each full-batch step as one CUDA graph
@@ -219,9 +205,10 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     if device.type == "cpu":
         keep_freed_memory()
     model, ema_model, schedule, data, g = setup(config, device)
-    # The plain MSE has a hand-written backward (step.py) over flat parameters; the VLB term
-    # goes through autograd.
-    manual = None if config.kl_weight else ManualLoss(model, schedule)
+    # The plain MSE has a hand-written backward (Denoiser.mse_and_grads) over flat parameters;
+    # the VLB term goes through autograd.
+    manual = None if config.kl_weight else (
+        lambda x0, t, eps: model.mse_and_grads(schedule.add_noise(x0, eps, t), t, eps))
     if manual:
         params = [flatten_(model)]
         ema = Ema(params, [flatten_(ema_model, grad=False)])
@@ -275,7 +262,17 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
             yield Progress(done, config.steps, mean, lr, elapsed, **extra)
             last = done
     training_time = time.perf_counter() - start - spent
-    yield Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g)
+    return Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g)
+
+
+def fit(config: TrainConfig, device: str | torch.device = "cpu", **kw) -> Trained:
+    """train() to the end, without its progress events."""
+    gen = train(config, device, **kw)
+    while True:
+        try:
+            next(gen)
+        except StopIteration as end:
+            return end.value
 
 
 @torch.inference_mode()
@@ -283,8 +280,6 @@ def _preview(ema_model: Denoiser, schedule: NoiseSchedule, g: torch.Generator, w
     """alpha(t) and 300 EMA samples for a live view; costs ~0.1 s on a CPU, so only when asked."""
     if not wanted:
         return {}, 0.0
-    from .evaluate import sample  # late import: evaluate imports this module
-
     t0 = time.perf_counter()
     points, alpha, _ = sample(ema_model, schedule, 300, torch.Generator(g.device).manual_seed(0))
     extra = {"preview": tuple(map(tuple, points.round(3).tolist()))}

@@ -15,10 +15,11 @@ import numpy as np
 import streamlit as st
 
 from dualscale import Store, StoreError, TrainConfig, make_dataset
-from dualscale.jobs import JobRegistry
+from dualscale.config import training_settings
+from dualscale.runner import Runner
 
-SETTINGS = tuple(f.name for f in dataclasses.fields(TrainConfig)
-                 if f.name not in ("dataset", "variant", "seed"))
+SETTINGS = tuple(f.name for f in training_settings())
+PREVIEWS = 10  # progress events that carry alpha(t) and a few samples (~0.1 s each on a CPU)
 
 
 def store_root() -> str:
@@ -32,15 +33,17 @@ def _store(root: str) -> Store:
 
 
 @st.cache_resource(show_spinner=False)
-def _registry(root: str) -> JobRegistry:
-    return JobRegistry(_store(root), device=os.environ.get("DUALSCALE_DEVICE", "auto"))
+def _registry(root: str) -> Runner:
+    """The background runs: one worker per run, a core kept for the server, workers niced."""
+    return Runner(_store(root), device=os.environ.get("DUALSCALE_DEVICE", "auto"), reserve=1,
+                  niceness=10, previews=PREVIEWS)
 
 
 def store() -> Store:
     return _store(store_root())
 
 
-def registry() -> JobRegistry:
+def registry() -> Runner:
     return _registry(store_root())
 
 

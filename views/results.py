@@ -4,19 +4,18 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import METRICS, VARIANTS
-from dualscale.plots import METRIC_LABELS, marked_tables
-from dualscale.reproduce import COLUMNS, TITLES, metrics_frame, table
+from dualscale.paper import PAPER_METRICS, TITLES, metrics_frame, table
+from dualscale.plots import marked_tables
 from views import common
 
 
 def column_config() -> dict:
-    """Narrow columns, so all 13 fit a laptop screen; seconds get fewer decimals than losses."""
+    """Narrow columns, so all 13 fit a laptop screen; digits and help from the metric registry."""
     config = {"runs": st.column_config.NumberColumn(width="small")}
-    for m in METRICS:
-        label, digits = METRIC_LABELS[m], 1 if m == "training_time" else 3
-        config[label] = st.column_config.TextColumn(width="small")
-        config[f"{label} paper"] = st.column_config.NumberColumn(width="small", format=f"%.{digits}f")
-        config[f"{label} Δ"] = st.column_config.NumberColumn(width="small", format=f"%+.{digits}f")
+    for m in (METRICS[name] for name in PAPER_METRICS):
+        config[m.short] = st.column_config.TextColumn(width="small", help=m.help)
+        config[f"{m.short} paper"] = st.column_config.NumberColumn(width="small", format=f"%.{m.digits}f")
+        config[f"{m.short} Δ"] = st.column_config.NumberColumn(width="small", format=f"%+.{m.digits}f")
     return config
 
 
@@ -35,12 +34,13 @@ only_same = st.toggle("Only runs with the sidebar's training settings (all seeds
                       value=True, help="Tables compare like with like; turn off to pool every run.")
 same = frame[[all(row[k] == getattr(settings, k) for k in common.SETTINGS)
               for row in frame.to_dict("records")]] if only_same else frame
+legend = "; ".join(f"{m.short} = {m.label}" + (f" in {m.unit}" if m.unit else "")
+                   for m in (METRICS[name] for name in PAPER_METRICS))
 st.caption(f"{len(frame)} runs in the store, {len(same)} used below. "
-           "★ = lowest of the three variants on that dataset (all four metrics: lower is better). "
-           "Δ = ours − paper. loss = eval loss, KL in bits, train s / infer s = training and "
-           "sampling seconds (the paper's are GPU seconds).")
+           "★ = best of the three variants on that dataset (all four metrics: lower is better). "
+           f"Δ = ours − paper. {legend} (the paper's seconds are GPU seconds).")
 
-tables = marked_tables({v: table(same, v) for v in VARIANTS}, COLUMNS)
+tables = marked_tables({v: table(same, v) for v in VARIANTS})
 for variant in VARIANTS:
     st.subheader(TITLES[variant])
     if tables[variant].empty:

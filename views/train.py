@@ -8,7 +8,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from dualscale.jobs import JobStatus
+from dualscale import METRICS
+from dualscale.runner import JobStatus
 from dualscale.plots import alpha_preview, live_loss, loss_curves, sample_panels
 from views import common
 
@@ -19,7 +20,7 @@ registry = common.registry()
 
 
 def start(cfg, force: bool) -> None:
-    run_id = registry.start(cfg, force=force)
+    run_id = registry.submit(cfg, force=force)
     if run_id not in ss.watched:
         ss.watched.append(run_id)
 
@@ -35,11 +36,9 @@ def stored_panel(run) -> None:
     m = run.metrics
     st.success(f"Stored: loaded instantly, no training needed ({run.config.variant}, "
                f"{common.describe(run)}, trained on {m.get('device', '?')}).")
-    cols = st.columns(4)
-    cols[0].metric("KL divergence (bits)", f"{m['kl_divergence']:.3f}")
-    cols[1].metric("Eval loss", f"{m['eval_loss']:.3f}")
-    cols[2].metric("Training time", fmt_seconds(m["training_time"]))
-    cols[3].metric("Inference time", f"{m['inference_time']:.2f} s")
+    shown = [spec for name, spec in METRICS.items() if name in m]
+    for col, spec in zip(st.columns(len(shown)), shown):
+        col.metric(spec.label, spec.format(m[spec.name]), help=spec.help)
     st.plotly_chart(loss_curves({run.config.variant: common.load(run, "loss_history")}),
                     key="stored_loss")
     if st.button("Retrain", help="Train this configuration again and replace the stored run"):
@@ -107,8 +106,9 @@ def outcome(status: JobStatus) -> None:
     """How a run this session started ended: one line each."""
     if status.state == "done":
         m = status.metrics or {}
-        st.success(f"`{status.run_id}` done: KL {m.get('kl_divergence', float('nan')):.3f} bits, "
-                   f"eval loss {m.get('eval_loss', float('nan')):.3f}, trained in "
+        kl, loss = METRICS["kl_divergence"], METRICS["eval_loss"]
+        st.success(f"`{status.run_id}` done: KL {kl.format(m.get('kl_divergence', float('nan')))} bits, "
+                   f"eval loss {loss.format(m.get('eval_loss', float('nan')))}, trained in "
                    f"{fmt_seconds(m.get('training_time'))} on {m.get('device', '?')}.")
     elif status.state == "cancelled":
         st.warning(f"`{status.run_id}` was cancelled; nothing was stored.")

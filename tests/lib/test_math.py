@@ -8,9 +8,8 @@ import torch
 from dualscale import TrainConfig, kl_divergence, make_dataset
 from dualscale.data import DATASETS, PAPER_DATASETS, datasaurus
 from dualscale.diffusion import NoiseSchedule
-from dualscale.models import build_model, count_parameters, sinusoidal
-from dualscale.step import ManualLoss, flatten_, sum_by_index
-from dualscale.train import Ema, clip_norm_, cosine_lr, loss_fn
+from dualscale.models import build_model, count_parameters, sinusoidal, sum_by_index
+from dualscale.train import Ema, clip_norm_, cosine_lr, flatten_, loss_fn
 
 
 # ---- schedule (Ho et al. 2020) ----------------------------------------------------------------
@@ -130,7 +129,7 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 @pytest.mark.parametrize("variant, weight_net", [("baseline", "sigmoid"), ("fixed", "sigmoid"),
                                                  ("adaptive", "sigmoid"), ("adaptive", "softmax")])
 def test_manual_gradients_match_autograd(variant, weight_net, device):
-    """step.py's hand-written backward gives autograd's loss and gradients for every parameter."""
+    """The models' hand-written backward gives autograd's loss and gradients for every parameter."""
     torch.manual_seed(3)
     model = build_model(TrainConfig(variant=variant, weight_net=weight_net))
     with torch.no_grad():  # move off the init so that no gradient is trivially zero
@@ -144,9 +143,9 @@ def test_manual_gradients_match_autograd(variant, weight_net, device):
     loss = loss_fn(model, schedule, x0, t, eps, 0.0)
     loss.backward()
     expected = {n: p.grad.clone() for n, p in model.named_parameters()}
-    flat = flatten_(model)  # grads become views of one zeroed buffer, which ManualLoss overwrites
+    flat = flatten_(model)  # grads become views of one zeroed buffer, which mse_and_grads overwrites
     assert flat.grad.abs().sum() == 0
-    manual = ManualLoss(model, schedule)(x0, t, eps)
+    manual = model.mse_and_grads(schedule.add_noise(x0, eps, t), t, eps)
     assert manual.item() == pytest.approx(loss.item(), rel=1e-6)
     for name, p in model.named_parameters():
         torch.testing.assert_close(p.grad, expected[name], rtol=1e-4, atol=1e-6, msg=name)

@@ -17,16 +17,16 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from conftest_app import RUNS, SMALL, ROOT, copy_store, shared_store, small_config, stop_workers
+from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers
 from dualscale import METRICS, PAPER_TABLES, Store, TrainConfig
-from dualscale.jobs import JobRegistry, _Worker, cli_args, summarize
+from dualscale.paper import table
 from dualscale.plots import marked_tables, smooth, trajectory_animation
-from dualscale.reproduce import COLUMNS, table
+from dualscale.runner import Runner, _Worker, summarize, worker_args
 
 
 @pytest.fixture(scope="module")
-def store_root(tmp_path_factory):
-    return shared_store(tmp_path_factory)
+def store_root(small_store):
+    return small_store
 
 
 @pytest.fixture
@@ -294,9 +294,10 @@ def test_a_new_attempt_does_not_show_the_previous_attempts_end(tmp_path):
     store.start_progress(cfg.run_id)
     store.append_progress(cfg.run_id, {"event": "done", "run_id": cfg.run_id})
     time.sleep(0.05)
-    registry = JobRegistry(store)
+    registry = Runner(store)
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    registry._workers[cfg.run_id] = _Worker(sleeper, tempfile.TemporaryFile(), time.time(), cfg)
+    registry._workers[cfg.run_id] = _Worker(sleeper, tempfile.TemporaryFile(), tempfile.TemporaryFile(),
+                                            time.time(), cfg)
     try:
         assert registry.status(cfg.run_id).state == "starting"
         store.start_progress(cfg.run_id)  # what the new worker does first
@@ -308,20 +309,21 @@ def test_a_new_attempt_does_not_show_the_previous_attempts_end(tmp_path):
         sleeper.wait()
 
 
-def test_cli_args_spell_out_every_setting(tmp_path):
+def test_worker_receives_the_whole_config_as_json(tmp_path):
     cfg = small_config("moons", "fixed", 3)
-    args = cli_args(cfg, tmp_path, device="cpu", force=True)
+    args = worker_args(cfg, tmp_path, device="cpu", threads=1, force=True)
     assert args[1:4] == ["-m", "dualscale", "train"] and args[-1] == "--force"
-    assert args[args.index("--steps") + 1] == str(SMALL["steps"])
+    assert TrainConfig.from_json(args[args.index("--config") + 1]) == cfg  # every field, no re-spelled flags
+    assert "--steps" not in args
     assert args[args.index("--store") + 1] == str(tmp_path)
 
 
 def test_registry_dedupes_and_reports_a_failure_in_one_line(tmp_path):
     store = Store(tmp_path / "store")
-    registry = JobRegistry(store, device="cpu")
+    registry = Runner(store, device="cpu")
     cfg = small_config("line", "baseline", 0, lr=1e6, grad_clip=1e9, steps=400)  # diverges
     try:
-        assert registry.start(cfg) == registry.start(cfg) == cfg.run_id
+        assert registry.submit(cfg) == registry.submit(cfg) == cfg.run_id
         assert len(registry._workers) == 1
         wait_for(lambda: cfg.run_id not in registry.running_ids(), timeout=90)
         status = registry.status(cfg.run_id)
@@ -335,7 +337,7 @@ def test_marked_tables_mean_sd_and_best():
     rows = [dict(variant=v, dataset="moons", seed=s, **{m: val + s for m in METRICS})
             for v, val in (("baseline", 1.0), ("fixed", 0.5), ("adaptive", 2.0)) for s in (0, 1)]
     frame = pd.DataFrame(rows)
-    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed", "adaptive")}, COLUMNS)
+    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed", "adaptive")})
     fixed = tables["fixed"]
     paper = PAPER_TABLES["fixed"]["moons"]["kl_divergence"]
     assert fixed.loc["moons", "KL"] == "1.000 ± 0.707 ★"

@@ -12,10 +12,9 @@ import pytest
 import torch
 
 from dualscale import RunInProgress, Store, StoreError, TrainConfig, run_config
-from dualscale.runs import resolve_device
-from dualscale.train import TrainingFailed, train
-
-ROOT = Path(__file__).resolve().parents[1]
+from dualscale.system import resolve_device
+from dualscale.train import TrainingFailed, fit, train
+from support import ROOT
 SMALL = dict(steps=200, n_points=4096, n_samples=1000)
 
 
@@ -33,11 +32,6 @@ def adaptive_run(store):
     config = TrainConfig(dataset="moons", variant="adaptive", **SMALL)
     events = list(run_config(config, store, "cpu", previews=2))
     return config, events
-
-
-def cli(*args, store=None, timeout=300):
-    cmd = [sys.executable, "-m", "dualscale", *args] + (["--store", str(store)] if store else [])
-    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
 
 
 # ---- one run, end to end --------------------------------------------------------------------
@@ -108,7 +102,7 @@ def test_cuda_same_seed_same_numbers(tmp_path):
 def test_cuda_graph_step_gives_the_eager_numbers(variant):
     """The step replayed as a CUDA graph computes exactly what the eager step computes."""
     config = TrainConfig(dataset="moons", variant=variant, steps=300, n_points=4000)  # short last batches
-    runs = [list(train(config, "cuda", cuda_graph=graph))[-1] for graph in (False, True)]
+    runs = [fit(config, "cuda", cuda_graph=graph) for graph in (False, True)]
     np.testing.assert_array_equal(runs[0].losses, runs[1].losses)
     for a, b in zip(runs[0].ema.parameters(), runs[1].ema.parameters()):
         assert torch.equal(a, b)
@@ -234,7 +228,7 @@ def test_unwritable_store_fails_before_training(tmp_path):
 
 
 # ---- command line ---------------------------------------------------------------------------
-def test_cli_train_prints_json_and_list_shows_it(tmp_path):
+def test_cli_train_prints_json_and_list_shows_it(cli, tmp_path):
     r = cli("train", "--dataset", "line", "--variant", "baseline", "--seed", "3", "--steps", "200",
             "--n-points", "4096", "--n-samples", "1000", "--device", "cpu", store=tmp_path)
     assert r.returncode == 0, r.stderr
@@ -254,14 +248,14 @@ def test_cli_train_prints_json_and_list_shows_it(tmp_path):
     (["reproduce", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
     (["train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
 ])
-def test_cli_bad_input_is_one_line(tmp_path, args, message):
+def test_cli_bad_input_is_one_line(cli, tmp_path, args, message):
     r = cli(*args, store=tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(message)
     assert not any(tmp_path.iterdir())  # nothing written
 
 
-def test_cli_unwritable_store(tmp_path):
+def test_cli_unwritable_store(cli, tmp_path):
     (tmp_path / "f").write_text("")
     r = cli("train", "--steps", "10", store=tmp_path / "f" / "store")
     assert r.returncode == 2 and r.stderr.startswith("error: cannot write to store")
@@ -286,7 +280,7 @@ def test_cli_killed_or_cancelled_run_leaves_no_finished_run(tmp_path):
     assert Store(tmp_path).active() == []
 
 
-def test_cli_reproduce_writes_tables(tmp_path):
+def test_cli_reproduce_writes_tables(cli, tmp_path):
     r = cli("reproduce", "--datasets", "moons", "line", "--variants", "baseline", "adaptive", "--steps", "100",
             "--n-points", "2048", "--n-samples", "500", "--device", "cpu", store=tmp_path, timeout=600)
     assert r.returncode == 0, r.stderr

@@ -1,8 +1,9 @@
-"""Shared by test_app.py and test_browser.py: a small real store, built once per session.
+"""Helpers the tests (and tests/app/screenshots.py) import: the project root, the small test
+runs and how to build, copy and clean a store of them. The fixtures built on them live in
+conftest.py.
 
 Real runs through the engine (train -> evaluate -> store), with settings small enough to take
-seconds: the dashboard is tested against the same files a user's store holds. Imported by the
-two test modules (plain module, not a conftest.py, so it does not touch anyone else's tests).
+seconds: the dashboard is tested against the same files a user's store holds.
 """
 from __future__ import annotations
 
@@ -22,7 +23,6 @@ ROOT = Path(__file__).resolve().parent.parent
 SMALL = dict(steps=150, n_points=2000, batch_size=128, n_samples=500)
 RUNS = [("moons", "baseline", 0), ("moons", "fixed", 0), ("moons", "adaptive", 0),
         ("moons", "adaptive", 1), ("circle", "adaptive", 0)]
-_built: dict[str, Path] = {}
 
 
 def small_config(dataset: str, variant: str, seed: int, **over) -> TrainConfig:
@@ -44,13 +44,6 @@ def build_store(root: Path) -> Path:
     finally:
         torch.set_num_threads(threads)
     return root
-
-
-def shared_store(tmp_path_factory) -> Path:
-    """The session's read-only store of RUNS (built on first use, then shared)."""
-    if "store" not in _built:
-        _built["store"] = build_store(tmp_path_factory.mktemp("store"))
-    return _built["store"]
 
 
 def copy_store(src: Path, dst: Path) -> Path:

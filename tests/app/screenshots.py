@@ -1,6 +1,6 @@
 """Screenshots of every page from the real app in headless Chromium, plus the speed numbers.
 
-    python tests/screenshots.py [--store checkpoints] [--out docs/screenshots]
+    python tests/app/screenshots.py [--store checkpoints] [--out docs/screenshots]
 
 Not collected by pytest (no test_ prefix). Works on a copy of the store, so the short run it
 starts for the Train picture never lands in the real one. Prints: first render after the server
@@ -16,10 +16,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parent.parent)]
+sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1]),
+                str(Path(__file__).resolve().parents[2])]
 from test_browser import (CHROMIUM, CHROMIUM_ARGS, free_port, go, idle, open_advanced,  # noqa: E402
                           progress_step, set_number, start_server, wait_healthy, wait_until)
-from conftest_app import ROOT, build_store, copy_store, stop_workers  # noqa: E402
+from support import ROOT, build_store, copy_store, stop_workers  # noqa: E402
 from dualscale import Store  # noqa: E402
 from playwright.sync_api import sync_playwright  # noqa: E402
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest_app import RUNS, ROOT, SMALL, copy_store, shared_store, small_config, stop_workers
+from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers
 from dualscale import METRICS, Store, TrainConfig
 
 # In CI (.ci/run installs both) a missing browser or driver is a failure, not a skip.
@@ -71,8 +71,8 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    root = copy_store(shared_store(tmp_path_factory), tmp_path_factory.mktemp("browser") / "store")
+def server(small_store, tmp_path_factory):
+    root = copy_store(small_store, tmp_path_factory.mktemp("browser") / "store")
     port = free_port()
     log_path = root.parent / "streamlit.log"
     with open(log_path, "wb") as log:

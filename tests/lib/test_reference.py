@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 from dualscale import PAPER_DATASETS, VARIANTS, Store, TrainConfig, kl_divergence, make_dataset
-from dualscale.reproduce import fidelity, metrics_frame
+from dualscale.paper import fidelity, metrics_frame
 
-REFERENCE = Path(__file__).resolve().parents[1] / "checkpoints"
+REFERENCE = Path(__file__).resolve().parents[2] / "checkpoints"
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,33 @@
+"""What a run reports while it goes: the event names and the training loop's Progress.
+
+`train()` yields Progress; `runs.run_config` turns each into a plain dict {"event": PROGRESS, ...}
+and adds the others; the store keeps them as JSON lines (one file per run) and every viewer (the
+CLI's bar, the sweep's bar, the dashboard) reads the same names from here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+STARTED = "started"        # first line of an attempt's progress file: {"time", "pid"}
+PROGRESS = "progress"      # a Progress, as a dict
+EVALUATING = "evaluating"  # training is over; eval loss, sampling and metrics follow
+DONE = "done"              # {"run_id", "cached", "path", <metrics>}
+FAILED = "failed"          # {"error": one line}
+CANCELLED = "cancelled"
+FINAL = (DONE, FAILED, CANCELLED)
+
+
+@dataclass(frozen=True)
+class Progress:
+    step: int                 # optimizer steps done
+    total: int
+    loss: float               # mean training loss since the previous event
+    lr: float
+    elapsed: float            # training seconds so far (previews excluded)
+    alpha: tuple | None = None    # alpha(t) for t = 0..T-1 (dual models), sometimes
+    preview: tuple | None = None  # a few sampled points ((x, y), ...), sometimes
+
+    def to_event(self) -> dict:
+        """The JSON-line form, without the fields that are None."""
+        fields = {k: v for k, v in self.__dict__.items() if v is not None}
+        return {"event": PROGRESS, **fields}

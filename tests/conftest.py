@@ -1,0 +1,26 @@
+"""Fixtures shared by the library tests (tests/lib) and the dashboard tests (tests/app)."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from support import ROOT, build_store
+
+
+@pytest.fixture(scope="session")
+def small_store(tmp_path_factory) -> Path:
+    """A read-only store of support.RUNS, trained once per test session (about 15 s on 2 cores)."""
+    return build_store(tmp_path_factory.mktemp("small_store"))
+
+
+@pytest.fixture(scope="session")
+def cli():
+    """Run `python -m dualscale ARGS [--store STORE]` in the project root; returns the CompletedProcess."""
+    def run(*args, store=None, timeout=300):
+        cmd = [sys.executable, "-m", "dualscale", *map(str, args)] + (["--store", str(store)] if store else [])
+        return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+    return run
