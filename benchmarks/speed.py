@@ -20,8 +20,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dualscale.config import TrainConfig  # noqa: E402
-from dualscale.evaluate import eval_loss, sample, synchronize  # noqa: E402
-from dualscale.train import train  # noqa: E402
+from dualscale.diffusion import sample  # noqa: E402
+from dualscale.evaluate import eval_loss  # noqa: E402
+from dualscale.system import synchronize  # noqa: E402
+from dualscale.train import fit, train  # noqa: E402
 
 GFLOP_PER_STEP = {"baseline": 0.45, "fixed": 0.97, "adaptive": 0.97}  # reference.md
 REFERENCE_MS = {"baseline": 11.7, "adaptive": 19.5}  # the reference code, same machine kind
@@ -35,15 +37,14 @@ def med(xs):
 def step_ms(variant: str, device: str, block: int, repeats: int) -> list[float]:
     """ms per step over `repeats` blocks of `block` steps, after a warm-up block."""
     cfg = TrainConfig(dataset="dino", variant=variant, steps=block * (repeats + 1))
-    elapsed = [e.elapsed for e in train(cfg, device, every=block) if hasattr(e, "elapsed")]
+    elapsed = [e.elapsed for e in train(cfg, device, every=block)]
     return [(b - a) / block * 1000 for a, b in zip(elapsed[:-1], elapsed[1:])]
 
 
 def trained_state(variant: str, device: str):
     """A briefly trained model (sampling cost does not depend on the weights' values)."""
     cfg = TrainConfig(dataset="dino", variant=variant, steps=20, n_points=2048)
-    *_, done = train(cfg, device)
-    return done
+    return fit(cfg, device)
 
 
 def sampling_s(done, repeats: int) -> list[float]:

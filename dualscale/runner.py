@@ -143,6 +143,7 @@ class Runner:
         self.niceness, self.previews, self.half, self.env = niceness, previews, half, env
         self._workers: dict[str, _Worker] = {}
         self._queue: list[tuple[TrainConfig, bool]] = []
+        self._cancelled: set[str] = set()  # runs whose worker we asked to stop
         self._lock = threading.RLock()
 
     # ---- starting ------------------------------------------------------------------------
@@ -159,6 +160,7 @@ class Runner:
         with self._lock:
             while self._queue and (self.jobs is None or self._alive_count() < self.jobs):
                 cfg, force = self._queue.pop(0)
+                self._cancelled.discard(cfg.run_id)  # a new attempt
                 self._workers[cfg.run_id] = self._spawn(cfg, force)
 
     def _alive_count(self) -> int:
@@ -204,6 +206,8 @@ class Runner:
         status = summarize(run_id, self._current_events(run_id, worker), alive)
         if status.state != "unknown":
             return status
+        if run_id in self._cancelled:  # stopped before its handler could record it (still starting up)
+            return dataclasses.replace(status, state=events.CANCELLED)
         stored = self._stored_metrics(run_id)
         if stored is not None and (worker is None or worker.proc.poll() == EXIT_OK):
             # The worker found the config already stored and loaded it: no events, a result.
@@ -264,6 +268,7 @@ class Runner:
             return True
         worker = self._workers.get(run_id)
         if worker is not None and worker.proc.poll() is None:
+            self._cancelled.add(run_id)
             worker.proc.terminate()
             return True
         for a in self.store.active():  # started by another server process, or before a restart

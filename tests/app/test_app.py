@@ -19,6 +19,7 @@ from streamlit.testing.v1 import AppTest
 
 from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers
 from dualscale import METRICS, PAPER_TABLES, Store, TrainConfig
+from dualscale.config import training_settings
 from dualscale.paper import table
 from dualscale.plots import marked_tables, smooth, trajectory_animation
 from dualscale.runner import Runner, _Worker, summarize, worker_args
@@ -142,6 +143,16 @@ def test_impossible_settings_are_refused_with_one_line(app, name, value, message
     assert "Start training" not in [b.label for b in app.button]
     for name_ in ("samples", "alpha", "results"):
         page(app, name_)  # the other pages still draw (with the reference settings)
+
+
+def test_advanced_widgets_are_generated_from_the_config_fields(app):
+    """Every training setting has its widget, labelled and defaulted from its TrainConfig field."""
+    for f in training_settings():
+        kind = "selectbox" if f.metadata["choices"] is not None else "number_input"
+        widget = getattr(app, kind)(key=f"cfg_{f.name}")
+        assert widget.label == f.metadata["label"] and widget.value == f.default, f.name
+        if kind == "selectbox":
+            assert list(widget.options) == list(f.metadata["choices"])
 
 
 def test_reset_restores_reference_defaults(app):

@@ -247,6 +247,8 @@ def test_cli_train_prints_json_and_list_shows_it(cli, tmp_path):
     (["reproduce", "--variants", "huge"], "error: unknown variant 'huge'"),
     (["reproduce", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
     (["train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
+    (["train", "--config", "{bad"], "error: the config is not valid JSON"),
+    (["train", "--config", '{"dataset": "moons", "step": 5}'], "error: unknown config keys ['step']"),
 ])
 def test_cli_bad_input_is_one_line(cli, tmp_path, args, message):
     r = cli(*args, store=tmp_path)
