@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import math
 import statistics
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from .config import VARIANTS, TrainConfig
 from .data import PAPER_DATASETS
 from .metrics import METRICS
+
+if TYPE_CHECKING:  # pandas is imported where a frame is built: a worker process never needs it
+    import pandas as pd
 
 TITLES = {"baseline": "Table 1: baseline (MLPDenoiser)",
           "fixed": "Table 2: dual-scale, fixed alpha = 0.5",
@@ -51,6 +53,8 @@ def is_reference(settings: dict) -> bool:
 
 def metrics_frame(runs) -> pd.DataFrame:
     """One row per run: run id, config columns and every registry metric."""
+    import pandas as pd
+
     rows = [{"run_id": r.id, **r.config.to_dict(), **{m: r.metrics.get(m) for m in METRICS},
              "device": r.metrics.get("device"), "reference": r.is_reference} for r in runs]
     return pd.DataFrame(rows)
@@ -58,6 +62,8 @@ def metrics_frame(runs) -> pd.DataFrame:
 
 def table(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
     """One paper table from our runs: per dataset our value (mean over seeds), sd, n, paper, diff."""
+    import pandas as pd
+
     rows = []
     for dataset in PAPER_DATASETS:
         mine = frame[(frame.variant == variant) & (frame.dataset == dataset)]

@@ -34,7 +34,7 @@ only_same = st.toggle("Only runs with the sidebar's training settings (all seeds
                       value=True, help="Tables compare like with like; turn off to pool every run.")
 same = frame[[all(row[k] == getattr(settings, k) for k in common.SETTINGS)
               for row in frame.to_dict("records")]] if only_same else frame
-legend = "; ".join(f"{m.short} = {m.label}" + (f" in {m.unit}" if m.unit else "")
+legend = "; ".join(f"{m.short} = {m.label}" + (f" ({m.unit})" if m.unit and f"({m.unit})" not in m.label else "")
                    for m in (METRICS[name] for name in PAPER_METRICS))
 st.caption(f"{len(frame)} runs in the store, {len(same)} used below. "
            "★ = best of the three variants on that dataset (all four metrics: lower is better). "
