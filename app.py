@@ -96,7 +96,8 @@ init_state()
 selection = st.session_state["selection"] = sidebar()
 st.query_params.update(dataset=selection.dataset, variant=selection.variant, seed=str(selection.seed))
 pages = [
-    st.Page("views/results.py", title="Results", icon=":material/table_chart:", default=True),
+    st.Page("views/verdict.py", title="Verdict", icon=":material/balance:", default=True),
+    st.Page("views/results.py", title="Results", icon=":material/table_chart:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/samples.py", title="Samples", icon=":material/scatter_plot:"),
     st.Page("views/alpha.py", title="alpha(t)", icon=":material/show_chart:", url_path="alpha"),

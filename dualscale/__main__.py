@@ -1,4 +1,4 @@
-"""Command line: python -m dualscale {train, reproduce, list}.
+"""Command line: python -m dualscale {train, reproduce, verdict, rescore, list}.
 
 Exit codes: 0 done, 1 the run failed, 2 bad input, 3 the same config is already training,
 130 cancelled (Ctrl-C or SIGTERM).
@@ -33,12 +33,27 @@ def field_help(f) -> str:
     return f"{m['help']}" + (f"; {limits}" if limits else "") + " (default: %(default)s)"
 
 
+def seed_range(text: str) -> list[int]:
+    """'3' -> [3]; '0-9' -> [0, ..., 9] (both ends included)."""
+    lo, sep, hi = text.partition("-")
+    try:
+        first, last = int(lo), int(hi) if sep else int(lo)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a seed or a range of seeds (like 0-9): {text!r}")
+    if last < first:
+        raise argparse.ArgumentTypeError(f"empty seed range {text!r}")
+    if last - first >= 100_000:
+        raise argparse.ArgumentTypeError(f"seed range {text!r} is longer than 100,000 runs")
+    return list(range(first, last + 1))
+
+
 def add_field(g, f, plural: bool = False) -> None:
-    """One TrainConfig field as a flag (--batch-size); plural: a list (--datasets a b, --seeds 0 1)."""
+    """One TrainConfig field as a flag (--batch-size); plural: a list (--datasets a b, --seeds 0 1 5-9)."""
     flag = "--" + f.name.replace("_", "-")
     if plural:
         default = list(SWEEP_DEFAULTS.get(f.name, [f.default]))
-        g.add_argument(flag + "s", flag, dest=f.name, nargs="+", type=TYPES[f.type], default=default,
+        kind = seed_range if f.name == "seed" else TYPES[f.type]
+        g.add_argument(flag + "s", flag, dest=f.name, nargs="+", type=kind, default=default,
                        help=field_help(f).replace("(default: %(default)s)", f"(default: {' '.join(map(str, default))})"))
     else:
         g.add_argument(flag, type=TYPES[f.type], default=f.default, help=field_help(f))
@@ -78,6 +93,13 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
                    "up to 8 on a CUDA GPU; 1 on MPS)")
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
+    v = sub.add_parser("verdict", help="paired comparisons of the variants over seeds: intervals, tests, verdicts")
+    v.add_argument("--store", default="checkpoints", help="run store folder, shipped runs included (default: %(default)s)")
+    v.add_argument("--metrics", nargs="+", help="metrics to judge (default: every metric with a practical margin: "
+                   + ", ".join(m for m, spec in METRICS.items() if spec.margin is not None) + ")")
+    v.add_argument("--json", action="store_true", help="one JSON list of comparison objects instead of the table")
+    rs = sub.add_parser("rescore", help="compute the sample metrics stored runs lack, from their stored samples")
+    rs.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
     ls = sub.add_parser("list", help="the runs in the store")
     ls.add_argument("--store", default="checkpoints")
     return p
@@ -151,7 +173,8 @@ def cmd_reproduce(a) -> int:
     from .paper import experiment, is_reference, metrics_frame, report
     from .system import default_jobs
 
-    configs = experiment(a.seed, a.dataset, a.variant, **settings(a))  # all validated up front
+    seeds = list(dict.fromkeys(s for group in a.seed for s in (group if isinstance(group, list) else [group])))
+    configs = experiment(seeds, a.dataset, a.variant, **settings(a))  # all validated up front
     device = resolve_device(a.device)
     jobs = default_jobs(str(device)) if a.jobs is None else a.jobs
     if jobs < 1:
@@ -167,6 +190,47 @@ def cmd_reproduce(a) -> int:
     store.write_text(f"{out}/tables.md", text)
     store.write_text(f"{out}/runs.csv", frame.to_csv(index=False))
     print(text)
+    return 0
+
+
+def cmd_verdict(a) -> int:
+    from .paper import metrics_frame
+    from .stats import compare
+
+    store = Store(a.store)
+    if not store.root.is_dir():
+        raise StoreError(f"no run store at {store.root}")
+    verdicts = compare(metrics_frame(store.runs()), a.metrics)
+    if a.json:
+        print(json.dumps([c.to_json() for c in verdicts.comparisons]))
+        return 0
+    print(verdict_table(verdicts))
+    return 0
+
+
+def verdict_table(verdicts) -> str:
+    lines = [f"{'dataset':8s} {'metric':14s} {'a - b':20s} {'n':>3s} {'mean diff':>10s} {'95% CI (t)':>22s} "
+             f"{'p':>7s} {'p Holm':>7s}  verdict"]
+    for c in verdicts.comparisons:
+        m = METRICS[c.metric]
+        ci = f"[{m.format(c.ci_low, signed=True)}, {m.format(c.ci_high, signed=True)}]"
+        need = f" (~{c.seeds_needed} seeds to resolve)" if c.seeds_needed else ""
+        lines.append(f"{c.dataset:8s} {c.metric:14s} {c.a + ' - ' + c.b:20s} {c.n:3d} "
+                     f"{m.format(c.mean_diff, signed=True):>10s} {ci:>22s} {c.p:7.4f} {c.p_holm:7.4f}  {c.verdict}{need}")
+    if not verdicts.comparisons:
+        lines.append("no pairs: every comparison needs at least 2 seeds of both variants with the same settings")
+    for u in verdicts.unpaired:
+        lines.append(f"unpaired: {u.dataset}/{u.variant} seed {u.seed} has no {u.missing} run with the same settings")
+    return "\n".join(lines)
+
+
+def cmd_rescore(a) -> int:
+    from .runs import rescore
+
+    store = Store(a.store)
+    store.check_writable()
+    for run, values in rescore(store):
+        print(f"{run.id}: " + ", ".join(f"{k} {METRICS[k].format(v)}" for k, v in values.items()))
     return 0
 
 
@@ -190,7 +254,8 @@ def main(argv=None) -> int:
     from .runner import RunFailed
 
     try:
-        return {"train": cmd_train, "reproduce": cmd_reproduce, "list": cmd_list}[a.command](a)
+        return {"train": cmd_train, "reproduce": cmd_reproduce, "verdict": cmd_verdict, "rescore": cmd_rescore,
+                "list": cmd_list}[a.command](a)
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; nothing was stored", file=sys.stderr)
         return EXIT_CANCELLED

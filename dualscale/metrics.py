@@ -8,8 +8,11 @@ Adding a metric = one entry here (+ its function).
 """
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -25,6 +28,7 @@ class Metric:
     lower_is_better: bool
     help: str                 # one sentence: what it measures
     from_samples: Callable[[np.ndarray, np.ndarray], float] | None = None  # (real, samples) -> value
+    margin: float | None = None  # practical margin: a paired difference inside +-margin is "no difference"; None: not judged
 
     def format(self, value: float, signed: bool = False) -> str:
         return f"{value:{'+' if signed else ''}.{self.digits}f}"
@@ -67,20 +71,101 @@ def _points(name: str, x) -> np.ndarray:
     return x
 
 
+def sliced_w2(real: np.ndarray, samples: np.ndarray, directions: int = 64) -> float:
+    """Sliced Wasserstein-2 distance (Rabin et al. 2011; Bonneel et al. 2015) over `directions`
+    evenly spaced directions of the plane: per direction, the L2 distance between the two 1D
+    quantile functions (the real cloud's read at the samples' m mid-quantiles), then the root of
+    the mean over directions. Deterministic; low variance (it uses every point)."""
+    real, samples = _points("real", real), _points("samples", samples)
+    if real.shape[1] != 2 or samples.shape[1] != 2:
+        raise ValueError("sliced_w2 takes 2D points")
+    angles = np.pi * np.arange(directions) / directions
+    dirs = np.stack([np.cos(angles), np.sin(angles)])  # (2, L)
+    proj_s = np.sort(samples @ dirs, axis=0)  # (m, L)
+    levels = (np.arange(len(samples)) + 0.5) / len(samples)
+    proj_r = np.quantile(real @ dirs, levels, axis=0, method="inverted_cdf")  # (m, L): order statistics
+    return float(np.sqrt(np.mean((proj_r - proj_s) ** 2)))
+
+
+def _equal_size(real: np.ndarray, m: int) -> np.ndarray:
+    """A fixed random subset of m real points (all of them if there are fewer): precision and
+    recall compare clouds of the same size (Kynkaanniemi et al. 2019)."""
+    if len(real) <= m:
+        return real
+    return real[np.random.default_rng(0).choice(len(real), m, replace=False)]
+
+
+def _coverage(cloud: np.ndarray, queries: np.ndarray, k: int) -> float:
+    """Fraction of `queries` inside the union of balls around `cloud`'s points, each ball's radius
+    the distance to that point's k-th nearest neighbour in `cloud` (Euclidean). Exact: the 32
+    nearest centres decide most queries; the rest are checked against every ball that can reach."""
+    from scipy.spatial import cKDTree
+
+    tree = cKDTree(cloud)
+    radii = tree.query(cloud, k=[k + 1], workers=-1)[0][:, 0]
+    near = min(32, len(cloud))
+    dist, idx = tree.query(queries, k=near, workers=-1)
+    dist, idx = dist.reshape(len(queries), -1), idx.reshape(len(queries), -1)
+    inside = (dist <= radii[idx]).any(1)
+    unsure = np.flatnonzero(~inside & (dist[:, -1] <= radii.max()))  # a farther, larger ball may reach
+    for i, cands in zip(unsure, tree.query_ball_point(queries[unsure], radii.max(), workers=-1)):
+        cands = np.asarray(cands, dtype=int)
+        inside[i] = bool(np.any(np.linalg.norm(cloud[cands] - queries[i], axis=1) <= radii[cands]))
+    return float(inside.mean())
+
+
+def precision(real: np.ndarray, samples: np.ndarray, k: int = 5) -> float:
+    """kNN precision (Kynkaanniemi et al. 2019): the share of samples that lie on the data's manifold
+    (the union of k-NN balls around real points). Local detail: noise between the modes lowers it."""
+    real, samples = _points("real", real), _points("samples", samples)
+    return _coverage(_equal_size(real, len(samples)), samples, k)
+
+
+def recall(real: np.ndarray, samples: np.ndarray, k: int = 5) -> float:
+    """kNN recall (Kynkaanniemi et al. 2019): the share of real points that lie on the samples'
+    manifold. Global structure: a missed or thinned-out part of the data lowers it."""
+    real, samples = _points("real", real), _points("samples", samples)
+    return _coverage(samples, _equal_size(real, len(samples)), k)
+
+
 METRICS: dict[str, Metric] = {m.name: m for m in (
     Metric("training_time", "Training Time (s)", "train s", "s", 2, True,
            "Wall-clock seconds of the optimizer steps (previews excluded); depends on the machine."),
     Metric("eval_loss", "Eval Loss", "loss", "", 3, True,
            "MSE of the predicted noise over one pass of all training points with fresh t and noise "
-           "(the online model, mean of per-batch means)."),
+           "(the online model, mean of per-batch means).", margin=0.002),
     Metric("inference_time", "Inference Time (s)", "infer s", "s", 3, True,
            "Wall-clock seconds to draw the evaluation samples through all T reverse steps (EMA model)."),
     Metric("kl_divergence", "KL Divergence", "KL", "bits", 3, True,
            "kNN estimate (k = 5) of KL(data || samples) in bits; a fresh draw of the data itself scores "
-           "about -0.07 to +0.02, the estimator's floor.", kl_divergence),
+           "about -0.07 to +0.02, the estimator's floor.", kl_divergence, margin=0.02),
+    Metric("sliced_w2", "Sliced W2", "SW2", "", 4, True,
+           "Sliced Wasserstein-2 distance between samples and data over 64 directions (same units as "
+           "the points); low variance.", sliced_w2, margin=0.005),
+    Metric("precision", "Precision", "prec", "", 3, False,
+           "Share of samples inside the data's k-NN manifold (k = 5, Kynkaanniemi et al. 2019): local "
+           "detail.", precision, margin=0.01),
+    Metric("recall", "Recall", "recall", "", 3, False,
+           "Share of data points inside the samples' k-NN manifold (k = 5): global structure, "
+           "coverage of the data.", recall, margin=0.01),
 )}
 
 
 def sample_metrics(real: np.ndarray, samples: np.ndarray) -> dict[str, float]:
     """Every registry metric that is a function of the generated samples, computed on these."""
     return {name: m.from_samples(real, samples) for name, m in METRICS.items() if m.from_samples}
+
+
+# The floors (benchmarks/floors.py): each sample metric of a second draw of the data (a perfect
+# model) against the training points, at the reference's sizes.
+FLOOR_SETTINGS = {"n_points": 100_000, "n_samples": 10_000, "second_seed": 43}
+
+
+@lru_cache(maxsize=1)
+def _floors() -> dict:
+    return json.loads(Path(__file__).with_name("floors.json").read_text())["floors"]
+
+
+def floor(dataset: str, metric: str) -> float | None:
+    """What a perfect model scores on `metric` for `dataset` (None: not measured, or not a sample metric)."""
+    return _floors().get(dataset, {}).get(metric)

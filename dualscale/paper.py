@@ -76,14 +76,24 @@ def table(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
             paper = PAPER_TABLES[variant][dataset][name]
             row[col] = statistics.fmean(values)
             row[f"{col} sd"] = statistics.stdev(values) if len(values) > 1 else math.nan
+            row[f"{col} ci"] = ci_half_width(row[f"{col} sd"], len(values))
             row[f"{col} paper"] = paper
             row[f"{col} diff"] = row[col] - paper
         rows.append(row)
     return pd.DataFrame(rows)
 
 
+def ci_half_width(sd: float, n: int) -> float:
+    """Half the width of the Student-t 95% interval of a mean of n values with this sd (NaN for n < 2)."""
+    if n < 2 or math.isnan(sd):
+        return math.nan
+    from scipy import stats
+
+    return float(stats.t.ppf(0.975, n - 1)) * sd / math.sqrt(n)
+
+
 def markdown(tab: pd.DataFrame, title: str) -> str:
-    """A table as Markdown: 'ours (paper, diff)' per metric, mean +- sd when there are several seeds."""
+    """A table as Markdown: 'ours (paper, diff)' per metric, mean +- 95% CI when there are several seeds."""
     specs = [METRICS[name] for name in PAPER_METRICS]
     lines = [f"### {title}", "", "| dataset | runs | " + " | ".join(m.label for m in specs) + " |",
              "|---|---|" + "---|" * len(specs)]
@@ -91,7 +101,7 @@ def markdown(tab: pd.DataFrame, title: str) -> str:
         cells = []
         for m in specs:
             col = m.label
-            sd = "" if math.isnan(row[f"{col} sd"]) else f" ± {m.format(row[f'{col} sd'])}"
+            sd = "" if math.isnan(row[f"{col} ci"]) else f" ± {m.format(row[f'{col} ci'])}"
             cells.append(f"{m.format(row[col])}{sd} ({m.format(row[f'{col} paper'])}, "
                          f"{m.format(row[f'{col} diff'], signed=True)})")
         lines.append(f"| {row['dataset']} | {row['runs']} | " + " | ".join(cells) + " |")

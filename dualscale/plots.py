@@ -86,7 +86,8 @@ def _frame_index(ts: np.ndarray, t: int) -> int:
 
 
 def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None],
-                         n_real: int = 800, max_frames: int = 35, n_points: int = 500) -> go.Figure:
+                         n_real: int = 800, max_frames: int = 35, n_points: int = 500,
+                         notes: dict[str, str] | None = None) -> go.Figure:
     """The reverse process, noise (largest t) to data (t = 0), every panel in step.
 
     A Plotly slider and Play button drive it in the browser: scrubbing costs no server rerun.
@@ -105,7 +106,7 @@ def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None]
                     for k, tr in trajectories.items()}
     keep = np.unique(np.linspace(0, len(ts) - 1, min(max_frames, len(ts))).round().astype(int))
     frame_ts = [int(ts[i]) for i in keep]  # noise first: the order the sampler visits them
-    moving = _add_trajectory_traces(fig, names, trajectories, thin(real, n_real), frame_ts)
+    moving = _add_trajectory_traces(fig, names, trajectories, thin(real, n_real), frame_ts, notes or {})
     fig.frames = [go.Frame(name=str(t), traces=moving,
                            data=_trajectory_step(names, trajectories, t)) for t in frame_ts]
     _square_axes(fig, len(names), _limit(real, *[tr[1][0] for tr in given]))
@@ -114,7 +115,7 @@ def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None]
     return fig
 
 
-def _add_trajectory_traces(fig, names, trajectories, background, frame_ts) -> list[int]:
+def _add_trajectory_traces(fig, names, trajectories, background, frame_ts, notes) -> list[int]:
     """Static real-data traces plus one moving trace per panel; returns the moving indices."""
     moving = []
     first = _trajectory_step(names, trajectories, frame_ts[0])
@@ -124,7 +125,7 @@ def _add_trajectory_traces(fig, names, trajectories, background, frame_ts) -> li
         fig.add_trace(trace, row=1, col=col)
         moving.append(len(fig.data) - 1)
         if trajectories[name] is None:
-            _empty_note(fig, col, "no run yet")
+            _empty_note(fig, col, notes.get(name, "no run yet"))
     return moving
 
 
@@ -230,25 +231,29 @@ def alpha_preview(alpha: list[float]) -> go.Figure:
 
 # ---------------------------------------------------------------------------------- tables
 
-def marked_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
-    """paper.table()s made readable: per metric "mean ± sd" (★ = best of the variants on that
-    dataset, in the registry's direction), the paper's value and ours − paper. Column titles are
-    the registry's short labels (13 columns must fit a laptop screen).
+PAGE_ORDER = ("kl_divergence", "eval_loss", "training_time", "inference_time")  # quality first, times after
 
-    `tables`: variant -> paper.table(frame, variant).
+
+def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
+                  order=PAGE_ORDER) -> dict[str, pd.DataFrame]:
+    """paper.table()s made readable: per metric "mean ± 95% CI" (★ where stats.winners() names this
+    variant: significantly better than each other variant, paired by seed, after Holm) and
+    "paper (ours − paper)". Column titles are the registry's short labels (fits 1440 px).
+
+    `tables`: variant -> paper.table(frame, variant); `winners`: (dataset, metric) -> variant.
     """
-    specs = [METRICS[name] for name in PAPER_METRICS]
-    best = {m.name: _best_variants(tables, m) for m in specs}
+    specs = [METRICS[name] for name in order]
+    winners = winners or {}
     out = {}
     for variant, tab in tables.items():
         rows = []
         for _, r in tab.iterrows():
             row = {"dataset": r["dataset"], "runs": int(r["runs"])}
             for m in specs:
-                star = best[m.name].get(r["dataset"]) == variant
-                row[m.short] = _cell(m, r[m.label], r[f"{m.label} sd"], star)
-                row[f"{m.short} paper"] = r[f"{m.label} paper"]
-                row[f"{m.short} Δ"] = r[f"{m.label} diff"]
+                star = winners.get((r["dataset"], m.name)) == variant
+                row[m.short] = _cell(m, r[m.label], r[f"{m.label} ci"], star)
+                row[f"{m.short} paper (Δ)"] = (f"{m.format(r[f'{m.label} paper'])} "
+                                               f"({m.format(r[f'{m.label} diff'], signed=True)})")
             rows.append(row)
         out[variant] = pd.DataFrame(rows, columns=_display_columns(specs)).set_index("dataset")
     return out
@@ -257,20 +262,73 @@ def marked_tables(tables: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
 def _display_columns(specs) -> list[str]:
     names = ["dataset", "runs"]
     for m in specs:
-        names += [m.short, f"{m.short} paper", f"{m.short} Δ"]
+        names += [m.short, f"{m.short} paper (Δ)"]
     return names
 
 
-def _cell(metric, mean: float, sd: float, best: bool) -> str:
-    text = metric.format(mean) + ("" if math.isnan(sd) else " ± " + metric.format(sd))
+def _cell(metric, mean: float, ci: float, best: bool) -> str:
+    text = metric.format(mean) + ("" if math.isnan(ci) else " ± " + metric.format(ci))
     return text + (" ★" if best else "")
 
 
-def _best_variants(tables: dict[str, pd.DataFrame], metric) -> dict[str, str]:
-    """dataset -> the variant with the best mean, where at least two variants have runs."""
-    means: dict[str, dict[str, float]] = {}
-    for variant, tab in tables.items():
-        for _, r in tab.iterrows():
-            means.setdefault(r["dataset"], {})[variant] = r[metric.label]
-    pick = min if metric.lower_is_better else max
-    return {d: pick(v, key=v.get) for d, v in means.items() if len(v) > 1}
+# ---------------------------------------------------------------------------------- verdict
+
+VERDICT_COLORS = {"better": "#16a085", "worse": "#c0392b", "no difference": "#7f8c8d", "inconclusive": "#e67e22"}
+
+
+def forest(comparisons, metrics: list[str]) -> go.Figure:
+    """Paired differences a − b with their 95% t-intervals, one panel per metric (own scale), one
+    row per dataset, the zero line, colour = verdict; hover gives n, p (Holm) and per-seed values."""
+    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, horizontal_spacing=0.03,
+                        subplot_titles=[f"{METRICS[m].short} ({'lower' if METRICS[m].lower_is_better else 'higher'}"
+                                        " is better)" for m in metrics])
+    shown = set()
+    for col, metric in enumerate(metrics, start=1):
+        for c in (c for c in comparisons if c.metric == metric):
+            spec = METRICS[metric]
+            per_seed = "<br>".join(f"seed {s}: {spec.format(x)} − {spec.format(y)} = {spec.format(x - y, signed=True)}"
+                                   for s, x, y in zip(c.seeds, c.values_a, c.values_b))
+            fig.add_trace(go.Scatter(
+                x=[c.mean_diff], y=[c.dataset], mode="markers", name=c.verdict,
+                legendgroup=c.verdict, showlegend=c.verdict not in shown,
+                marker=dict(size=10, color=VERDICT_COLORS.get(c.verdict, "#2c3e50")),
+                error_x=dict(type="data", symmetric=False, array=[c.ci_high - c.mean_diff],
+                             arrayminus=[c.mean_diff - c.ci_low], thickness=2, width=6),
+                hovertemplate=(f"<b>{c.dataset}</b>, {spec.label}: {c.a} − {c.b}<br>"
+                               f"mean {spec.format(c.mean_diff, signed=True)}, 95% CI [{spec.format(c.ci_low, signed=True)}, "
+                               f"{spec.format(c.ci_high, signed=True)}]<br>n = {c.n} seeds, p = {c.p:.3g}, "
+                               f"Holm p = {c.p_holm:.3g}: <b>{c.verdict}</b><br>{per_seed}<extra></extra>")),
+                row=1, col=col)
+            shown.add(c.verdict)
+        fig.add_vline(x=0, line=dict(color="#2c3e50", width=1, dash="dot"), row=1, col=col)
+    fig.update_layout(height=140 + 60 * len({c.dataset for c in comparisons}), margin=dict(l=10, r=10, t=60, b=10),
+                      legend=dict(orientation="h", y=-0.15), hovermode="closest")
+    fig.update_yaxes(autorange="reversed")
+    return fig
+
+
+def sentence(dataset: str, comparisons, a: str = "adaptive", b: str = "baseline") -> str:
+    """One plain sentence: what the seeds say about a against b on this dataset."""
+    mine = [c for c in comparisons if c.dataset == dataset and c.a == a and c.b == b]
+    if not mine:
+        return f"{dataset}: no paired seeds of {a} and {b} yet."
+    n = max(c.n for c in mine)
+
+    def part(c):
+        spec = METRICS[c.metric]
+        span = f"{spec.format(c.mean_diff, signed=True)}, 95% CI {spec.format(c.ci_low, signed=True)} to {spec.format(c.ci_high, signed=True)}"
+        return f"{spec.short} {span}"
+
+    groups = {w: [c for c in mine if c.verdict == w] for w in ("better", "worse", "no difference", "inconclusive")}
+    bits = []
+    if groups["better"]:
+        bits.append(f"{a} is better than {b} in " + "; ".join(part(c) for c in groups["better"]))
+    if groups["worse"]:
+        bits.append("worse in " + "; ".join(part(c) for c in groups["worse"]))
+    if groups["no difference"]:
+        bits.append("no practical difference in " + ", ".join(METRICS[c.metric].short for c in groups["no difference"]))
+    if groups["inconclusive"]:
+        bits.append("undecided in " + ", ".join(
+            METRICS[c.metric].short + (f" (~{c.seeds_needed} seeds would resolve it)" if c.seeds_needed else "")
+            for c in groups["inconclusive"]))
+    return f"**{dataset}** ({n} seeds): " + "; ".join(bits) + "."

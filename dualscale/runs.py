@@ -76,11 +76,28 @@ def _train_and_store(config, store, dev, previews, half, every):
         round_to_half(trained.model)
         round_to_half(trained.ema)
     ev = evaluate(trained, config.n_samples)
-    metrics = {**ev.metrics, "device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__}
+    made = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half}
+    metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
     arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
               "traj_t": ev.traj_t, "trajectory": ev.trajectory}
     weights = {"online": trained.model.state_dict(), "ema": trained.ema.state_dict()}
-    return store.save(config, weights, metrics, arrays, half=half)
+    return store.save(config, weights, metrics, arrays, half=half, made=made)
+
+
+def rescore(store: Store, metrics=None, runs=None):
+    """Compute the registry's sample metrics that stored runs lack, from their stored samples and
+    the seed-42 data they trained on; record them in run.json. Yields (run, {metric: value})."""
+    from .data import make_dataset
+    from .metrics import METRICS
+
+    names = [m for m in (metrics or METRICS) if METRICS[m].from_samples is not None]
+    for run in (store.runs() if runs is None else runs):
+        missing = [m for m in names if m not in run.metrics]
+        if not missing:
+            continue
+        real, samples = make_dataset(run.config.dataset, run.config.n_points), run.samples()
+        values = {m: METRICS[m].from_samples(real, samples) for m in missing}
+        yield store.update_metrics(run, values), values
 
 
 def done_event(run: Run, cached: bool) -> dict:

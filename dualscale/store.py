@@ -22,6 +22,7 @@ from .config import TrainConfig
 
 FORMAT = "dualscale-run/1"
 FILES = ("weights.npz", "arrays.npz")
+LIGHT_FILES = ("arrays.npz",)  # a light run: samples, alpha(t), loss history and metrics; no weights, no trajectory
 
 
 class StoreError(ValueError):
@@ -40,7 +41,16 @@ class Run:
     path: Path
     is_reference: bool
     created: float
+    made: dict = field(default_factory=dict)  # how the run was made (device, threads, torch, half, command)
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def light(self) -> bool:
+        """Shipped without weights and trajectory (seeds past 0 of the reference runs)."""
+        return "weights.npz" not in self._files()
+
+    def _files(self) -> dict:
+        return _read_json(self.path / "run.json")["files"]
 
     def _arrays(self, name: str) -> dict:
         if name not in self._cache:  # verified once per Run object, then served from memory
@@ -60,14 +70,19 @@ class Run:
     def loss_history(self) -> np.ndarray:
         return self._arrays("arrays.npz")["losses"]
 
-    def trajectory(self) -> tuple[np.ndarray, np.ndarray]:
+    def trajectory(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(frame labels, (T+1, P, 2) points) of the reverse process; None for a light run."""
         arrays = self._arrays("arrays.npz")
+        if "trajectory" not in arrays:
+            return None
         return arrays["traj_t"], arrays["trajectory"].astype(np.float32)
 
     def state_dicts(self) -> dict[str, dict[str, "torch.Tensor"]]:
         """{"online": state_dict, "ema": state_dict} as float32 tensors."""
         import torch  # lazy: reading tables and samples (the dashboard) needs no torch
 
+        if "weights.npz" not in self._files():
+            raise StoreError(f"run {self.id} ships without weights (a light run); retrain it to get a model")
         out: dict[str, dict] = {"online": {}, "ema": {}}
         for key, value in self._arrays("weights.npz").items():
             which, name = key.split("/", 1)
@@ -141,30 +156,50 @@ class Store:
         except OSError as e:
             raise StoreError(f"cannot write to store {self.root}: {e.strerror or e}")
 
-    def save(self, config: TrainConfig, weights: dict[str, dict[str, "torch.Tensor"]], metrics: dict,
-             arrays: dict[str, np.ndarray], half: bool = False) -> Run:
-        """Write a finished run atomically; replaces a stored run of the same config."""
+    def save(self, config: TrainConfig, weights: dict[str, dict[str, "torch.Tensor"]] | None, metrics: dict,
+             arrays: dict[str, np.ndarray], half: bool = False, made: dict | None = None,
+             created: float | None = None, root: Path | None = None) -> Run:
+        """Write a finished run atomically; replaces a stored run of the same config.
+
+        weights None: a light run (arrays.npz only). root: another folder of this store (reference/).
+        """
+        root = self.root if root is None else Path(root)
         self.check_writable()
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-", dir=self.root))
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-", dir=root))
         try:
-            flat = {f"{which}/{k}": v.detach().cpu().numpy().astype(np.float16 if half else np.float32)
-                    for which, sd in weights.items() for k, v in sd.items()}
-            np.savez_compressed(tmp / "weights.npz", **flat)  # ~9% smaller; loads stay fast
+            files = FILES if weights is not None else LIGHT_FILES
+            if weights is not None:
+                flat = {f"{which}/{k}": v.detach().cpu().numpy().astype(np.float16 if half else np.float32)
+                        for which, sd in weights.items() for k, v in sd.items()}
+                np.savez_compressed(tmp / "weights.npz", **flat)  # ~9% smaller; loads stay fast
             np.savez_compressed(tmp / "arrays.npz", **{k: v for k, v in arrays.items() if v is not None})
             meta = {"format": FORMAT, "id": config.run_id, "config": config.to_dict(),
-                    "metrics": metrics, "created": time.time(),
-                    "files": {name: _sha256(tmp / name) for name in FILES}}
+                    "metrics": metrics, "made": made or {}, "created": time.time() if created is None else created,
+                    "files": {name: _sha256(tmp / name) for name in files}}
             _write_json(tmp / "run.json", meta)
-            final = self.root / config.run_id
+            final = root / config.run_id
             if final.exists():  # --force / retrain: move the old run aside, then swap
-                trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=self.root))
+                trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
                 os.replace(final, trash / final.name)
                 shutil.rmtree(trash, ignore_errors=True)
             os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
-        return _open_run(final, False)
+        return _open_run(final, root != self.root)
+
+    def save_light(self, run: Run, root: Path | None = None) -> Run:
+        """A light copy of `run` (samples, alpha(t), float16 loss history, metrics) under root."""
+        arrays = {"samples": run.samples(), "alpha": run.alpha(), "losses": run.loss_history().astype(np.float16)}
+        return self.save(run.config, None, run.metrics, arrays, made=run.made, created=run.created, root=root)
+
+    def update_metrics(self, run: Run, metrics: dict) -> Run:
+        """Add or replace metrics in a stored run's run.json (atomically; the arrays stay as they are)."""
+        meta = _read_json(run.path / "run.json")
+        meta["metrics"] = {**meta["metrics"], **metrics}
+        _write_json(run.path / "run.json", meta)
+        return _open_run(run.path, run.is_reference)
 
     def write_text(self, relpath: str, text: str) -> Path:
         """Atomically write a text file under the root (tables)."""
@@ -260,9 +295,10 @@ def _open_run(path: Path, is_reference: bool) -> Run:
         files = meta["files"]
     except (KeyError, TypeError, ValueError) as e:
         raise StoreError(f"{path}: broken run.json ({e})")
-    if config.run_id != path.name or sorted(files) != sorted(FILES):
+    if config.run_id != path.name or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
         raise StoreError(f"{path}: folder name and config disagree; the run was moved or edited")
-    return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)))
+    made = meta.get("made") if isinstance(meta.get("made"), dict) else {}
+    return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)), made)
 
 
 def _read_json(path: Path):

@@ -21,7 +21,7 @@ from dualscale.runs import run_config
 ROOT = Path(__file__).resolve().parent.parent
 # The settings of every test run: a few seconds each on 2 CPU cores.
 SMALL = dict(steps=150, n_points=2000, batch_size=128, n_samples=500)
-RUNS = [("moons", "baseline", 0), ("moons", "fixed", 0), ("moons", "adaptive", 0),
+RUNS = [("moons", "baseline", 0), ("moons", "baseline", 1), ("moons", "fixed", 0), ("moons", "adaptive", 0),
         ("moons", "adaptive", 1), ("circle", "adaptive", 0)]
 
 

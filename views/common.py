@@ -102,6 +102,21 @@ def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
     return max(runs, key=score)
 
 
+def same_settings(frame, settings: TrainConfig):
+    """The rows of a metrics frame whose training settings are `settings`' (any dataset, variant, seed)."""
+    if frame.empty:
+        return frame
+    mask = [all(row[k] == getattr(settings, k) for k in SETTINGS) for row in frame.to_dict("records")]
+    return frame[mask]
+
+
+def settings_label(settings: TrainConfig) -> str:
+    """'the reference settings', or what differs from them."""
+    ref = TrainConfig()
+    changed = [f"{k} {getattr(settings, k)}" for k in SETTINGS if getattr(settings, k) != getattr(ref, k)]
+    return "the reference settings" if not changed else ", ".join(changed)
+
+
 def describe(run) -> str:
     """Which run a panel shows: seed, length, origin and id (the variant is the panel's name)."""
     c = run.config

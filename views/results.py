@@ -4,18 +4,19 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import METRICS, VARIANTS
-from dualscale.paper import PAPER_METRICS, TITLES, metrics_frame, table
-from dualscale.plots import marked_tables
+from dualscale.paper import TITLES, metrics_frame, table
+from dualscale.plots import PAGE_ORDER, marked_tables
+from dualscale.stats import compare, winners
 from views import common
 
 
 def column_config() -> dict:
-    """Narrow columns, so all 13 fit a laptop screen; digits and help from the metric registry."""
+    """Narrow columns, so all of them fit 1440 px; help from the metric registry."""
     config = {"runs": st.column_config.NumberColumn(width="small")}
-    for m in (METRICS[name] for name in PAPER_METRICS):
+    for m in (METRICS[name] for name in PAGE_ORDER):
         config[m.short] = st.column_config.TextColumn(width="small", help=m.help)
-        config[f"{m.short} paper"] = st.column_config.NumberColumn(width="small", format=f"%.{m.digits}f")
-        config[f"{m.short} Δ"] = st.column_config.NumberColumn(width="small", format=f"%+.{m.digits}f")
+        config[f"{m.short} paper (Δ)"] = st.column_config.TextColumn(width="small", help=f"The paper's {m.label} "
+                                                                     "and, in brackets, ours minus the paper's")
     return config
 
 
@@ -29,18 +30,19 @@ if frame.empty:
             "(or run `python -m dualscale reproduce`).")
     st.stop()
 
-settings = sel.settings
-only_same = st.toggle("Only runs with the sidebar's training settings (all seeds pooled)",
-                      value=True, help="Tables compare like with like; turn off to pool every run.")
-same = frame[[all(row[k] == getattr(settings, k) for k in common.SETTINGS)
-              for row in frame.to_dict("records")]] if only_same else frame
+same = common.same_settings(frame, sel.settings)
 legend = "; ".join(f"{m.short} = {m.label}" + (f" ({m.unit})" if m.unit and f"({m.unit})" not in m.label else "")
-                   for m in (METRICS[name] for name in PAPER_METRICS))
-st.caption(f"{len(frame)} runs in the store, {len(same)} used below. "
-           "★ = best of the three variants on that dataset (all four metrics: lower is better). "
-           f"Δ = ours − paper. {legend} (the paper's seconds are GPU seconds).")
+                   for m in (METRICS[name] for name in PAGE_ORDER))
+st.caption(f"{len(same)} runs with the sidebar's training settings ({common.settings_label(sel.settings)}); "
+           f"{len(frame) - len(same)} runs with other settings are left out, never pooled in. "
+           "Each cell: mean ± 95% CI over seeds (t interval, when there are several). "
+           "★ = significantly better than both other variants on that dataset, paired by seed, after Holm "
+           "(KL and eval loss; times are not judged). "
+           f"{legend} (the paper's seconds are GPU seconds).")
 
-tables = marked_tables({v: table(same, v) for v in VARIANTS})
+present = {d: set(g.variant) for d, g in same.groupby("dataset")} if len(same) else {}
+marks = winners(compare(same, ["kl_divergence", "eval_loss"]).comparisons, present) if len(same) else {}
+tables = marked_tables({v: table(same, v) for v in VARIANTS}, marks)
 for variant in VARIANTS:
     st.subheader(TITLES[variant])
     if tables[variant].empty:

@@ -20,7 +20,8 @@ def panels_figure(root: str, dataset: str, keys: tuple):
     real = common.real_points(dataset)
     samples = {v: common.load(r, "samples") if r else None for v, r in runs.items()}
     trajs = {v: common.load(r, "trajectory") if r else None for v, r in runs.items()}
-    return sample_panels(real, samples), trajectory_animation(real, trajs)
+    notes = {v: "light run: no trajectory stored" for v, r in runs.items() if r is not None and r.light}
+    return sample_panels(real, samples), trajectory_animation(real, trajs, notes=notes)
 
 
 sel = common.selection()

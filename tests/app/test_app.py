@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import subprocess
 import sys
 import tempfile
@@ -80,45 +81,70 @@ def texts(elements) -> str:
 # ------------------------------------------------------------------------------- Results
 
 def test_results_page_compares_our_runs_with_the_paper(app, store_root):
-    ok(app)
+    page(app, "results")
     assert [t.value for t in app.title] == ["Results"]
     assert len(app.get("download_button")) == 1
-    # Default sidebar = the reference settings: none of the small test runs qualify.
-    assert "5 runs in the store, 0 used" in texts(app.caption)
+    # Default sidebar = the reference settings: none of the small test runs qualify, none is pooled in.
+    assert f"0 runs with the sidebar's training settings (the reference settings); {len(RUNS)} runs with " \
+           "other settings are left out" in texts(app.caption)
     use_small_settings(app)
-    assert "5 runs in the store, 5 used" in texts(app.caption)
+    assert f"{len(RUNS)} runs with the sidebar's training settings" in texts(app.caption)
     adaptive = app.dataframe[2].value  # tables in order: baseline, fixed, adaptive, all runs
     assert adaptive.loc["moons", "runs"] == 2 and adaptive.loc["circle", "runs"] == 1
-    assert "±" in adaptive.loc["moons", "KL"]  # two seeds: mean ± sd
-    assert adaptive.loc["moons", "KL paper"] == PAPER_TABLES["adaptive"]["moons"]["kl_divergence"]
+    assert list(adaptive.columns[:4]) == ["runs", "KL", "KL paper (Δ)", "loss"]  # quality first, times after
     kls = [r.metrics["kl_divergence"] for r in Store(store_root).runs()
            if r.config.dataset == "moons" and r.config.variant == "adaptive"]
-    assert adaptive.loc["moons", "KL Δ"] == pytest.approx(
-        np.mean(kls) - PAPER_TABLES["adaptive"]["moons"]["kl_divergence"])
+    half = 12.706205 * abs(kls[0] - kls[1]) / 2  # t(0.975, 1 df) * sd / sqrt(2), with sd = |difference| / sqrt(2)
+    assert adaptive.loc["moons", "KL"] == f"{np.mean(kls):.3f} ± {half:.3f}"  # two seeds: mean ± 95% CI
+    paper = PAPER_TABLES["adaptive"]["moons"]["kl_divergence"]
+    assert adaptive.loc["moons", "KL paper (Δ)"] == f"{paper:.3f} ({np.mean(kls) - paper:+.3f})"
     assert "dino" not in adaptive.index  # no runs there
     assert len(app.dataframe[3].value) == len(RUNS)
 
 
-def test_results_marks_one_best_variant_per_dataset_and_metric(app):
+def test_results_stars_only_significant_differences(app):
+    """Two seeds of baseline and adaptive on moons cannot make a winner: no ★ anywhere."""
+    page(app, "results")
     use_small_settings(app)
     tables = [app.dataframe[i].value for i in range(3)]
-    for metric in ("KL", "loss"):
-        marks = [t.loc["moons", metric].endswith("★") for t in tables]
-        assert sum(marks) == 1, (metric, marks)
-        assert not tables[2].loc["circle", metric].endswith("★")  # the only variant there
+    assert not any("★" in str(cell) for t in tables for cell in t.to_numpy().ravel())
+    assert "★ = significantly better than both other variants" in texts(app.caption)
 
 
-def test_results_toggle_pools_every_run(app):
-    app.toggle[0].set_value(False)
-    ok(app.run())
-    assert "5 runs in the store, 5 used" in texts(app.caption)
+def test_results_never_pools_runs_of_other_settings(app):
+    page(app, "results")
+    assert not app.toggle  # no switch that would average 150-step runs with 10,000-step ones
+    use_small_settings(app, steps=151)
+    assert f"0 runs with the sidebar's training settings (steps 151, " in texts(app.caption)
+
+
+# ------------------------------------------------------------------------------- Verdict
+
+def test_verdict_page_opens_first_and_answers_with_intervals(app):
+    assert [t.value for t in app.title] == ["Does adaptive dual-scale denoising help?"]
+    assert "Not enough paired runs" in texts(app.info)  # the reference settings: no small run counts
+    use_small_settings(app)
+    sentence = texts(app.markdown)
+    assert "**moons** (2 seeds): " in sentence
+    forest = figure(app, 0)
+    titles = [a["text"] for a in forest["layout"]["annotations"]]
+    assert titles[0].startswith("KL (lower is better)") and any(t.startswith("prec (higher") for t in titles)
+    point = forest["data"][0]
+    assert point["y"] == ["moons"] and "seed 0:" in point["hovertemplate"] and "seed 1:" in point["hovertemplate"]
+    table = app.dataframe[0].value
+    assert list(table.dataset) == ["moons"] * 5 and set(table.columns) >= {"n", "95% CI", "p (Holm)", "verdict"}
+    assert (table.n == 2).all()
+    assert "python -m dualscale reproduce --seeds 10-19" in [c.value for c in app.code]
+    app.get("button_group")[0].set_value("adaptive − fixed")
+    ok(app.run())  # one fixed seed: no pair
+    assert "No paired seeds of adaptive and fixed" in texts(app.info) and not app.get("plotly_chart")
 
 
 # ------------------------------------------------------------------------------- sidebar
 
 def test_choices_persist_across_pages(app):
     select(app, dataset="moons", variant="baseline", seed=3)
-    for name in ("train", "samples", "alpha", "results"):
+    for name in ("train", "samples", "alpha", "results", "verdict"):
         page(app, name)
         sel = app.session_state["selection"]
         assert (sel.dataset, sel.variant, sel.seed) == ("moons", "baseline", 3), name
@@ -257,6 +283,25 @@ def test_a_damaged_run_gives_a_one_line_warning_not_a_traceback(store_root, tmp_
     assert len([t for t in figure(at, 0)["data"] if t["name"].endswith("samples")]) == 2
 
 
+def test_samples_page_draws_a_light_run_without_its_trajectory(store_root, tmp_path, monkeypatch):
+    """Shipped seeds past 0 have samples but no trajectory: the scatter shows them, the animation skips them."""
+    import shutil
+
+    root = copy_store(store_root, tmp_path / "store")
+    run = Store(root).find(small_config("moons", "fixed", 0))
+    Store(root).save_light(run, root=root / "reference")
+    shutil.rmtree(run.path)  # only the light copy is left
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at)
+    select(at, dataset="moons")
+    page(at, "samples")
+    assert len([t for t in figure(at, 0)["data"] if t["name"].endswith("samples")]) == 3
+    notes = [a["text"] for a in figure(at, 1)["layout"]["annotations"]]
+    assert "light run: no trajectory stored" in notes and len(figure(at, 1)["frames"]) > 1  # the others still play
+    assert "shipped reference run" in texts(at.caption)
+
+
 # ------------------------------------------------------------------------------- alpha(t)
 
 def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
@@ -344,18 +389,20 @@ def test_registry_dedupes_and_reports_a_failure_in_one_line(tmp_path):
         registry.stop_all()
 
 
-def test_marked_tables_mean_sd_and_best():
+def test_marked_tables_mean_ci_and_stars_from_the_winners():
     rows = [dict(variant=v, dataset="moons", seed=s, **{m: val + s for m in METRICS})
             for v, val in (("baseline", 1.0), ("fixed", 0.5), ("adaptive", 2.0)) for s in (0, 1)]
     frame = pd.DataFrame(rows)
-    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed", "adaptive")})
+    tabs = {v: table(frame, v) for v in ("baseline", "fixed", "adaptive")}
+    tables = marked_tables(tabs, {("moons", "kl_divergence"): "fixed"})
     fixed = tables["fixed"]
     paper = PAPER_TABLES["fixed"]["moons"]["kl_divergence"]
-    assert fixed.loc["moons", "KL"] == "1.000 ± 0.707 ★"
-    assert fixed.loc["moons", "KL paper"] == paper
-    assert fixed.loc["moons", "KL Δ"] == pytest.approx(1.0 - paper)
-    assert tables["baseline"].loc["moons", "KL"] == "1.500 ± 0.707"
-    assert list(fixed.index) == ["moons"]
+    ci = 12.706205 * 0.7071068 / math.sqrt(2)  # t(0.975, 1 df) * sd / sqrt(n)
+    assert fixed.loc["moons", "KL"] == f"1.000 ± {ci:.3f} ★"
+    assert fixed.loc["moons", "KL paper (Δ)"] == f"{paper:.3f} ({1.0 - paper:+.3f})"
+    assert tables["baseline"].loc["moons", "KL"] == f"1.500 ± {ci:.3f}"
+    assert "★" not in tables["baseline"].loc["moons", "loss"] and list(fixed.index) == ["moons"]
+    assert "★" not in marked_tables(tabs)["fixed"].loc["moons", "KL"]  # no winners given, no star
 
 
 def test_smooth_and_animation_stay_light():

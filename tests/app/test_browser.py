@@ -170,17 +170,17 @@ def wait_until(predicate, timeout: float, what: str, page=None):
 
 # ------------------------------------------------------------------------------- journey
 
-def test_first_page_shows_the_results_tables(server, page):
+def test_first_page_is_the_verdict(server, page):
     url, _ = server
     t0 = time.perf_counter()
     page.goto(url)
-    page.get_by_text("Table 3").wait_for()
+    page.locator("h1", has_text="Does adaptive dual-scale denoising help?").wait_for()
     print(f"first render {time.perf_counter() - t0:.2f} s")
     idle(page)
     no_exception(page)
     main = page.inner_text('[data-testid="stMain"]')
-    assert f"{len(RUNS)} runs in the store, 0 used" in main  # default = reference settings
-    assert main.count("No runs of this variant") == 3
+    assert "Adaptive Dual-Scale Denoising" in main  # what the app is, on the first screen
+    assert "Not enough paired runs" in main  # default = reference settings: the small runs do not count
 
 
 def test_every_page_renders_with_the_test_runs(page):
@@ -199,8 +199,12 @@ def test_every_page_renders_with_the_test_runs(page):
     go(page, "Train", "Train")
     assert page.get_by_text("loaded instantly").count() == 1  # moons adaptive seed 0 is stored
     go(page, "Results", "Results")
-    assert f"{len(RUNS)} used below" in page.inner_text('[data-testid="stMain"]')
+    assert f"{len(RUNS)} runs with the sidebar's training settings" in page.inner_text('[data-testid="stMain"]')
     page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()  # all three tables now
+    go(page, "Verdict", "Does adaptive")
+    page.locator(".js-plotly-plot").first.wait_for()  # the forest plot of the paired seeds
+    assert "**moons**" not in page.inner_text('[data-testid="stMain"]')  # Markdown rendered, not shown raw
+    assert "moons (2 seeds)" in page.inner_text('[data-testid="stMain"]')
 
 
 def test_impossible_setting_is_refused_with_a_message(page):

@@ -298,3 +298,41 @@ def test_cli_reproduce_writes_tables(cli, tmp_path):
     again = cli("reproduce", "--datasets", "moons", "--variants", "baseline", "--steps", "100",
                 "--n-points", "2048", "--n-samples", "500", "--device", "cpu", store=tmp_path)
     assert again.returncode == 0 and "sampling" not in again.stderr  # loaded, not retrained
+
+
+def test_light_runs_keep_samples_alpha_losses_and_metrics(adaptive_run, store, tmp_path):
+    """A light copy (the shipped seeds past 0): no weights, no trajectory; every number recomputable."""
+    from dualscale import kl_divergence, make_dataset
+
+    run = store.find(adaptive_run[0])
+    Store(tmp_path).save_light(run, root=tmp_path / "reference")
+    light = Store(tmp_path).find(run.config)
+    assert light.is_reference and light.light and not run.light
+    assert light.metrics == run.metrics and light.made == run.made and run.made["half"] is False
+    np.testing.assert_array_equal(light.samples(), run.samples())
+    np.testing.assert_array_equal(light.alpha(), run.alpha())
+    np.testing.assert_allclose(light.loss_history(), run.loss_history(), rtol=1e-3)  # float16 history
+    assert light.trajectory() is None
+    with pytest.raises(StoreError, match="ships without weights"):
+        light.load_model()
+    real = make_dataset(run.config.dataset, run.config.n_points)
+    assert kl_divergence(real, light.samples()) == light.metrics["kl_divergence"]
+    assert sum(f.stat().st_size for f in light.path.iterdir()) < 120_000
+
+
+def test_rescore_fills_missing_metrics_from_stored_samples(adaptive_run, store, tmp_path):
+    import shutil
+
+    from dualscale.metrics import recall
+    from dualscale.runs import rescore
+
+    run = store.find(adaptive_run[0])
+    shutil.copytree(run.path, tmp_path / run.id)
+    meta = json.loads((tmp_path / run.id / "run.json").read_text())
+    del meta["metrics"]["recall"]  # as a run stored before the metric existed
+    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    done = list(rescore(Store(tmp_path)))
+    assert [list(values) for _, values in done] == [["recall"]]
+    assert Store(tmp_path).get(run.id).metrics["recall"] == run.metrics["recall"] == recall(
+        np.asarray(__import__("dualscale").make_dataset("moons", run.config.n_points)), run.samples())
+    assert list(rescore(Store(tmp_path))) == []  # nothing left to do

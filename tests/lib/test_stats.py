@@ -1,0 +1,132 @@
+"""The verdict's statistics and the sample metrics, on cases whose answers are worked out by hand."""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from dualscale import Store, TrainConfig, make_dataset, run_config
+from dualscale.__main__ import parser
+from dualscale.metrics import METRICS, floor, precision, recall, sliced_w2
+from dualscale.stats import compare, holm, paired_t, seeds_needed, winners
+
+# A fixed table of paired values: a - b = [0.10, 0.02, 0.05, 0.20, 0.04].
+A = np.array([1.10, 1.00, 0.95, 1.20, 1.05])
+B = np.array([1.00, 0.98, 0.90, 1.00, 1.01])
+
+
+def test_paired_t_interval_and_p_worked_by_hand():
+    mean, sd, lo, hi, p = paired_t(A - B)
+    # mean 0.082; squared deviations sum to 0.02088, so sd = sqrt(0.02088 / 4)
+    assert mean == pytest.approx(0.082) and sd == pytest.approx(math.sqrt(0.00522))
+    half = 2.776445 * math.sqrt(0.00522) / math.sqrt(5)  # t(0.975, 4 df) from a printed table
+    assert (lo, hi) == (pytest.approx(0.082 - half, abs=1e-6), pytest.approx(0.082 + half, abs=1e-6))
+    t = 0.082 / (math.sqrt(0.00522) / math.sqrt(5))
+    x = t / math.sqrt(4 + t * t)  # Student t with 4 df in closed form: F(t) = 1/2 + 3/4 x (1 - x^2 / 3)
+    assert p == pytest.approx(2 * (1 - (0.5 + 0.75 * x * (1 - x * x / 3))), rel=1e-9)
+
+
+def test_holm_worked_by_hand():
+    # sorted 0.01, 0.03, 0.04, 0.2 -> 4 x 0.01, 3 x 0.03, max(2 x 0.04, 0.09), 0.2
+    assert holm([0.01, 0.04, 0.03, 0.2]) == pytest.approx([0.04, 0.09, 0.09, 0.2])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def frame(rows):
+    return pd.DataFrame([{"run_id": f"{d}-{v}-{s}", "dataset": d, "variant": v, "seed": s, "steps": 100, **m}
+                         for d, v, s, m in rows])
+
+
+def test_each_verdict_word_on_constructed_cases():
+    rng = np.random.default_rng(0)
+    rows = []
+    for s in range(10):
+        noise = rng.normal(0, 0.01)
+        rows += [("dino", "baseline", s, {"kl_divergence": 1.0 + noise, "eval_loss": 0.66}),
+                 ("dino", "adaptive", s, {"kl_divergence": 0.8 + noise + rng.normal(0, 0.01),   # clearly lower: better
+                                          "eval_loss": 0.66 + rng.normal(0, 0.0002)}),          # tiny: no difference
+                 ("moons", "baseline", s, {"kl_divergence": 0.09, "eval_loss": 0.61}),
+                 ("moons", "adaptive", s, {"kl_divergence": 0.09 + rng.normal(0, 0.05),         # noisy: inconclusive
+                                           "eval_loss": 0.61 + 0.02 + rng.normal(0, 0.001)})]   # higher: worse
+    v = compare(frame(rows), ["kl_divergence", "eval_loss"])
+    words = {(c.dataset, c.metric): c for c in v.comparisons}
+    assert words["dino", "kl_divergence"].verdict == "better" and words["dino", "kl_divergence"].ci_high < 0
+    assert words["dino", "eval_loss"].verdict == "no difference"
+    assert words["moons", "eval_loss"].verdict == "worse"
+    noisy = words["moons", "kl_divergence"]
+    assert noisy.verdict == "inconclusive" and noisy.n == 10
+    assert noisy.seeds_needed == seeds_needed(noisy.mean_diff, noisy.sd) and noisy.seeds_needed > 10
+    assert winners(v.comparisons) == {("dino", "kl_divergence"): "adaptive", ("moons", "eval_loss"): "baseline"}
+    # a third variant with runs there but no pairs has not been beaten: no winner on dino
+    assert ("dino", "kl_divergence") not in winners(v.comparisons, {"dino": {"baseline", "adaptive", "fixed"}})
+    assert all(c.boot_low <= c.mean_diff <= c.boot_high for c in v.comparisons)
+
+
+def test_higher_is_better_metrics_turn_the_verdict_around():
+    rows = [(d, v, s, {"precision": base + (0.1 if v == "adaptive" else 0) + 0.001 * s})
+            for s in range(4) for v in ("baseline", "adaptive") for d, base in (("dino", 0.6),)]
+    (c,) = compare(frame(rows), ["precision"]).comparisons
+    assert c.mean_diff == pytest.approx(0.1) and c.verdict == "better"
+
+
+def test_runs_without_a_partner_are_reported_and_other_settings_not_pooled():
+    rows = [("line", v, s, {"kl_divergence": 0.15 + 0.01 * s}) for v in ("baseline", "adaptive") for s in (0, 1)]
+    rows.append(("line", "adaptive", 7, {"kl_divergence": 0.2}))
+    f = frame(rows)
+    f.loc[len(f)] = {"run_id": "other", "dataset": "line", "variant": "baseline", "seed": 7, "steps": 500,
+                     "kl_divergence": 0.1}
+    v = compare(f, ["kl_divergence"])
+    assert [(c.n, c.seeds) for c in v.comparisons] == [(2, (0, 1))]  # seed 7 of 500 steps is not a partner
+    assert {(u.variant, u.seed, u.missing) for u in v.unpaired} == {("adaptive", 7, "baseline")}
+    with pytest.raises(ValueError, match="unknown metric 'nope'"):
+        compare(f, ["nope"])
+
+
+def test_sample_metrics_exact_cases():
+    x = np.random.default_rng(0).normal(size=(400, 2))
+    assert sliced_w2(x, x) == 0 and precision(x, x) == 1 and recall(x, x) == 1
+    far = x + 100
+    assert precision(x, far) == 0 and recall(x, far) == 0
+    assert sliced_w2(x, x + [3.0, 0.0]) == pytest.approx(3.0 * math.sqrt(np.mean(np.cos(np.pi * np.arange(64) / 64) ** 2)))
+    half = np.concatenate([x[:200], x[:200] + 100])  # half the samples on the data, half far away
+    assert precision(x, half) == pytest.approx(0.5, abs=0.02)
+
+
+def test_shipped_floors_are_a_second_draw_of_the_data():
+    real, fresh = make_dataset("line", 100_000, seed=42), make_dataset("line", 10_000, seed=43)
+    for name, m in METRICS.items():
+        if m.from_samples:
+            assert floor("line", name) == pytest.approx(m.from_samples(real, fresh), abs=1e-12), name
+    assert floor("line", "kl_divergence") == pytest.approx(0.015, abs=0.003)  # reference.md's floor
+    assert floor("line", "eval_loss") is None
+
+
+def test_seed_ranges_on_the_command_line():
+    a = parser().parse_args(["reproduce", "--seeds", "0-2", "5"])
+    assert a.seed == [[0, 1, 2], [5]]
+    with pytest.raises(SystemExit):
+        parser().parse_args(["reproduce", "--seeds", "3-1"])
+
+
+def test_verdict_command_answers_in_json(cli, tmp_path):
+    store = Store(tmp_path)
+    small = dict(dataset="line", steps=60, n_points=1024, batch_size=128, n_samples=300)
+    for variant in ("baseline", "adaptive"):
+        for seed in (0, 1, 2):
+            for _ in run_config(TrainConfig(variant=variant, seed=seed, **small), store, "cpu"):
+                pass
+    r = cli("verdict", "--json", "--metrics", "kl_divergence", "precision", store=tmp_path)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert [(c["metric"], c["a"], c["b"], c["n"]) for c in out] == [("kl_divergence", "adaptive", "baseline", 3),
+                                                                    ("precision", "adaptive", "baseline", 3)]
+    runs = {(x.config.variant, x.config.seed): x.metrics for x in store.runs()}
+    diffs = [runs["adaptive", s]["kl_divergence"] - runs["baseline", s]["kl_divergence"] for s in range(3)]
+    assert out[0]["mean_diff"] == pytest.approx(np.mean(diffs))
+    assert set(out[0]) >= {"dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict"}
+    assert out[0]["ci_low"] <= out[0]["mean_diff"] <= out[0]["ci_high"]
+    text = cli("verdict", store=tmp_path)
+    assert text.returncode == 0 and "adaptive - baseline" in text.stdout
+    missing = cli("verdict", store=tmp_path / "nope")
+    assert missing.returncode == 2 and missing.stderr.startswith("error: no run store at")
