@@ -100,6 +100,10 @@ def parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="one JSON list of comparison objects instead of the table")
     rs = sub.add_parser("rescore", help="compute the sample metrics stored runs lack, from their stored samples")
     rs.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
+    ex = sub.add_parser("export", help="light copies of a store's runs (samples, alpha(t), loss history, metrics, "
+                        "how each was made; no weights, no trajectory) into another folder")
+    ex.add_argument("--store", default="checkpoints", help="where the runs are (default: %(default)s)")
+    ex.add_argument("--to", required=True, help="folder to copy them into, e.g. checkpoints/reference")
     ls = sub.add_parser("list", help="the runs in the store")
     ls.add_argument("--store", default="checkpoints")
     return p
@@ -234,6 +238,23 @@ def cmd_rescore(a) -> int:
     return 0
 
 
+def cmd_export(a) -> int:
+    from pathlib import Path
+
+    from .runs import made_of
+
+    store, to = Store(a.store), Path(a.to)
+    if not store.root.is_dir():
+        raise StoreError(f"no run store at {store.root}")
+    runs = [r for r in store.runs() if not r.is_reference and r.path.parent.resolve() != to.resolve()]
+    for run in tqdm(runs, desc=f"export to {to}", unit="run", file=sys.stderr):
+        if (to / run.id / "run.json").is_file():
+            continue  # never re-write an unchanged run
+        store.save_light(run, root=to, made=made_of(run))
+    print(f"{len(runs)} runs in {to}")
+    return 0
+
+
 def cmd_list(a) -> int:
     store = Store(a.store)
     loss, kl, train = METRICS["eval_loss"], METRICS["kl_divergence"], METRICS["training_time"]
@@ -255,6 +276,7 @@ def main(argv=None) -> int:
 
     try:
         return {"train": cmd_train, "reproduce": cmd_reproduce, "verdict": cmd_verdict, "rescore": cmd_rescore,
+                "export": cmd_export,
                 "list": cmd_list}[a.command](a)
     except (Cancelled, KeyboardInterrupt):
         print("cancelled; nothing was stored", file=sys.stderr)

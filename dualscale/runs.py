@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from . import events
-from .config import TrainConfig
+from .config import SELECTION, TrainConfig
 from .evaluate import evaluate
 from .store import Run, Store
 from .system import resolve_device
@@ -76,7 +76,8 @@ def _train_and_store(config, store, dev, previews, half, every):
         round_to_half(trained.model)
         round_to_half(trained.ema)
     ev = evaluate(trained, config.n_samples)
-    made = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half}
+    made = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
+            "command": remake_command(config, dev.type, half)}
     metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
     arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
               "traj_t": ev.traj_t, "trajectory": ev.trajectory}
@@ -98,6 +99,31 @@ def rescore(store: Store, metrics=None, runs=None):
         real, samples = make_dataset(run.config.dataset, run.config.n_points), run.samples()
         values = {m: METRICS[m].from_samples(real, samples) for m in missing}
         yield store.update_metrics(run, values), values
+
+
+def remake_command(config: TrainConfig, device: str, half: bool) -> str:
+    """The command that trains this config again, to the same numbers on the same kind of device."""
+    reference = all(getattr(config, f) == getattr(TrainConfig(), f) for f in config.to_dict() if f not in SELECTION)
+    if reference:
+        head = (f"python -m dualscale reproduce --datasets {config.dataset} --variants {config.variant} "
+                f"--seeds {config.seed} --device {device} --jobs 1")
+    else:
+        head = f"python -m dualscale train --config '{config.to_json()}' --device {device}"
+    return head + (" --half" if half else "") + " --store TMP"
+
+
+def made_of(run: Run) -> dict:
+    """How a run was made: its record, or for a run stored before runs recorded it, what its
+    metrics and weights show (device, threads, torch; float16 weights = made with --half)."""
+    if run.made:
+        return run.made
+    import numpy as np
+
+    with np.load(run.path / "weights.npz", allow_pickle=False) as z:
+        half = z[z.files[0]].dtype == np.float16
+    device = str(run.metrics.get("device", "cpu"))
+    return {"device": device, "threads": run.metrics.get("threads"), "torch": run.metrics.get("torch"),
+            "half": bool(half), "command": remake_command(run.config, device.split(":")[0], bool(half))}
 
 
 def done_event(run: Run, cached: bool) -> dict:

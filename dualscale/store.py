@@ -189,10 +189,10 @@ class Store:
             raise
         return _open_run(final, root != self.root)
 
-    def save_light(self, run: Run, root: Path | None = None) -> Run:
+    def save_light(self, run: Run, root: Path | None = None, made: dict | None = None) -> Run:
         """A light copy of `run` (samples, alpha(t), float16 loss history, metrics) under root."""
         arrays = {"samples": run.samples(), "alpha": run.alpha(), "losses": run.loss_history().astype(np.float16)}
-        return self.save(run.config, None, run.metrics, arrays, made=run.made, created=run.created, root=root)
+        return self.save(run.config, None, run.metrics, arrays, made=made or run.made, created=run.created, root=root)
 
     def update_metrics(self, run: Run, metrics: dict) -> Run:
         """Add or replace metrics in a stored run's run.json (atomically; the arrays stay as they are)."""

@@ -216,13 +216,13 @@ def test_impossible_setting_is_refused_with_a_message(page):
     assert page.get_by_role("button", name="Start training").count() == 0
     assert "Cannot train with these settings" in page.inner_text('[data-testid="stMain"]')
     set_number(page, "Training steps", LIVE.steps)
-    assert error.count() == 0
+    wait_until(lambda: error.count() == 0, 30, "the error to go away", page)
 
 
 def test_a_short_run_trains_live_survives_a_reload_and_finishes(server, page):
     url, root = server
     set_number(page, "Seed", LIVE.seed)
-    assert LIVE.run_id in page.inner_text('[data-testid="stMain"]')
+    wait_until(lambda: LIVE.run_id in page.inner_text('[data-testid="stMain"]'), 30, "the new seed's run id", page)
     page.get_by_role("button", name="Start training").click()
     first = wait_until(lambda: progress_step(page), 60, "the first progress", page)
     assert first[1] == LIVE.steps

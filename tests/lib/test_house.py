@@ -142,7 +142,7 @@ def test_a_metric_added_to_the_registry_reaches_every_table(monkeypatch):
                     {**{m: value for m in PAPER_METRICS}, "spread": 0.5}) for v, value in (("baseline", 1.0), ("fixed", 0.9))]
     frame = metrics_frame(runs)
     assert list(frame["spread"]) == [0.5, 0.5]
-    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed")})
+    tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed")}, {("moons", "eval_loss"): "fixed"})
     assert "KL" in tables["fixed"].columns and tables["fixed"].loc["moons", "loss"] == "0.900 ★"
 
 

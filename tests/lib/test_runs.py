@@ -336,3 +336,14 @@ def test_rescore_fills_missing_metrics_from_stored_samples(adaptive_run, store, 
     assert Store(tmp_path).get(run.id).metrics["recall"] == run.metrics["recall"] == recall(
         np.asarray(__import__("dualscale").make_dataset("moons", run.config.n_points)), run.samples())
     assert list(rescore(Store(tmp_path))) == []  # nothing left to do
+
+
+def test_cli_export_writes_light_copies_once(cli, adaptive_run, store, tmp_path):
+    r = cli("export", "--to", tmp_path / "reference", store=store.root)
+    assert r.returncode == 0, r.stderr
+    light = Store(tmp_path).find(adaptive_run[0])
+    assert light.light and light.is_reference and light.made["half"] is False
+    assert light.made["command"].startswith("python -m dualscale train --config '")  # not the reference settings
+    before = (light.path / "run.json").stat().st_mtime_ns
+    assert cli("export", "--to", tmp_path / "reference", store=store.root).returncode == 0
+    assert (light.path / "run.json").stat().st_mtime_ns == before  # an unchanged run is not written again
