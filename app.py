@@ -69,7 +69,7 @@ def advanced_settings() -> None:
 def validated(values: dict) -> Selection:
     """The engine judges the settings; an impossible one is one line in the sidebar."""
     try:
-        config, error = TrainConfig(**values).validate(), None
+        config, error = TrainConfig(**values).validate().check_resources(), None
     except (ValueError, TypeError) as e:
         config, error = None, str(e).splitlines()[0]
         st.error(f"Impossible setting: {error}")

@@ -9,6 +9,7 @@ import argparse
 import json
 import signal
 import sys
+from pathlib import Path
 
 from tqdm import tqdm
 
@@ -114,20 +115,24 @@ def on_sigterm(*_):
 
 
 def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
-    """Run one config with a tqdm bar on stderr; returns the final event."""
-    bar = tqdm(total=config.steps, desc=f"{config.dataset}/{config.variant}/s{config.seed}",
-               unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
-    final = {}
-    with bar:
-        for ev in run_config(config, store, a.device, a.force, half=a.half, **kw):
-            if ev["event"] == events.PROGRESS:
-                bar.update(ev["step"] - bar.n)
-                bar.set_postfix(loss=f"{ev['loss']:.4f}")
-            elif ev["event"] == events.EVALUATING:
-                bar.set_postfix_str("sampling + metrics")
-            else:
-                final = ev
-                bar.update(config.steps - bar.n)
+    """Run one config with a tqdm bar of its training steps on stderr, then one line per phase
+    after training (so the bar's steps/s is the training's own); returns the final event."""
+    bar, final = None, {}
+    for ev in run_config(config, store, a.device, a.force, half=a.half, **kw):
+        if ev["event"] == events.PROGRESS:
+            if bar is None:
+                bar = tqdm(total=config.steps, desc=f"{config.dataset}/{config.variant}/s{config.seed}",
+                           unit="step", file=sys.stderr, dynamic_ncols=True, leave=True)
+            bar.update(ev["step"] - bar.n)
+            bar.set_postfix(loss=f"{ev['loss']:.4f}")
+        elif ev["event"] == events.EVALUATING:
+            if bar is not None:
+                bar.close()
+            print("evaluating: eval loss, sampling, metrics, saving ...", file=sys.stderr, flush=True)
+        else:
+            final = ev
+            if ev.get("cached"):
+                print(f"stored: {ev['run_id']} loaded, not retrained (--force retrains it)", file=sys.stderr)
     return final
 
 
@@ -136,6 +141,9 @@ def cmd_train(a) -> int:
         config = TrainConfig.from_json(a.config)
     else:
         config = TrainConfig(**{n: getattr(a, n) for n in SELECTION}, **settings(a)).validate()
+    config.check_resources()
+    if not 0 <= a.previews <= config.steps:
+        raise ValueError(f"--previews must be in 0..{config.steps} (the steps), got {a.previews}")
     resolve_device(a.device)  # every check before the first bar is drawn
     if a.threads is not None:
         if a.threads < 1:
@@ -187,7 +195,7 @@ def cmd_reproduce(a) -> int:
     store.check_writable()
     run_sweep(configs, store, a, jobs)
     frame = metrics_frame([store.find(c) for c in configs])
-    out = a.out or "tables"
+    out = str(Path(a.out).resolve()) if a.out else "tables"  # --out is relative to here, the default to the store
     tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
     for variant, tab in tables.items():
         store.write_text(f"{out}/{variant}.csv", tab.to_csv(index=False))
@@ -239,8 +247,6 @@ def cmd_rescore(a) -> int:
 
 
 def cmd_export(a) -> int:
-    from pathlib import Path
-
     from .runs import made_of
 
     store, to = Store(a.store), Path(a.to)
@@ -257,6 +263,8 @@ def cmd_export(a) -> int:
 
 def cmd_list(a) -> int:
     store = Store(a.store)
+    if not store.root.is_dir():
+        raise StoreError(f"no run store at {store.root}")
     loss, kl, train = METRICS["eval_loss"], METRICS["kl_divergence"], METRICS["training_time"]
     for run in store.runs():
         m = run.metrics
@@ -264,6 +272,11 @@ def cmd_list(a) -> int:
               f"KL {kl.format(m['kl_divergence'])} train {train.format(m['training_time'])}s {m.get('device', '?')}")
     for line in store.problems():
         print(f"unreadable: {line}", file=sys.stderr)
+    for run in store.runs():
+        try:
+            run.verify()
+        except StoreError as e:
+            print(f"damaged: {e}", file=sys.stderr)
     for info in store.active():
         print(f"{info['run_id']:48s} training (pid {info['pid']})")
     return 0

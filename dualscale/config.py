@@ -40,8 +40,9 @@ class TrainConfig:
     dataset: str = setting("dino", "Dataset", "the 2D point cloud to learn", choices=DATASETS)
     variant: str = setting("adaptive", "Variant", "baseline: one branch; fixed: two branches mixed 0.5; "
                            "adaptive: mixed by a learned alpha(t)", choices=VARIANTS)
-    seed: int = setting(0, "Seed", "seeds the init, the batches, t, the noise and the sampling", low=0)
-    steps: int = setting(10_000, "Training steps", "optimizer steps", low=0, low_open=True, step=100)
+    seed: int = setting(0, "Seed", "seeds the init, the batches, t, the noise and the sampling", low=0,
+                        high=2**63 - 1, why=" (torch's seed range)")
+    steps: int = setting(10_000, "Training steps", "optimizer steps", low=0, low_open=True, high=10**8, step=100)
     batch_size: int = setting(256, "Batch size", "points per step (shuffled passes over the data)",
                               low=0, low_open=True, step=32)
     lr: float = setting(3e-4, "Learning rate (peak)", "AdamW peak lr, cosine-annealed to 0 over the steps",
@@ -51,7 +52,7 @@ class TrainConfig:
     grad_clip: float = setting(0.5, "Gradient clip (norm)", "max global gradient norm", low=0, low_open=True,
                                step=0.1, fmt="%.2f")
     n_points: int = setting(100_000, "Training points", "points drawn from the dataset (seed 42, as the "
-                            "reference)", low=0, low_open=True, step=1000)
+                            "reference)", low=10, why=" (the metrics use k = 5 neighbours)", step=1000)
     timesteps: int = setting(100, "Diffusion steps T", "diffusion steps", low=2, high=10_000, step=10)
     beta_schedule: str = setting("linear", "Noise schedule", "betas from 1e-4 to 0.02", choices=SCHEDULES)
     kl_weight: float = setting(0.0, "KL weight λ", "lambda of the paper's text: loss = MSE + lambda * VLB KL "
@@ -74,6 +75,24 @@ class TrainConfig:
             _check(f, getattr(self, f.name))
         if self.batch_size > self.n_points:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_points ({self.n_points})")
+        return self
+
+    def memory_estimate(self) -> int:
+        """Bytes this run needs at its peak, roughly: the loss history (device + host copies), the
+        training points with their kNN trees and distances, the samples with the metrics' trees,
+        the reverse-process trajectory, and ~0.5 GB for torch itself."""
+        return int(12 * self.steps + 96 * self.n_points + 96 * self.n_samples
+                   + 8 * 1000 * (self.timesteps + 1) + 5e8)
+
+    def check_resources(self, memory: int | None = None) -> "TrainConfig":
+        """Return self, or raise ValueError if the run cannot fit this machine's memory (before any work)."""
+        memory = physical_memory() if memory is None else memory
+        need = self.memory_estimate()
+        if need > memory // 2:
+            big = max(("steps", 12 * self.steps), ("n_points", 96 * self.n_points), ("n_samples", 96 * self.n_samples),
+                      key=lambda kv: kv[1])[0]
+            raise ValueError(f"this run needs about {need / 2**30:.1f} GiB of memory, more than half of this "
+                             f"machine's {memory / 2**30:.1f} GiB; lower {big} ({getattr(self, big):,})")
         return self
 
     def to_dict(self) -> dict:
@@ -107,6 +126,16 @@ class TrainConfig:
         return f"{self.dataset}-{self.variant}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
+def physical_memory() -> int:
+    """This machine's memory in bytes (8 GiB where the OS does not say)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, ValueError, OSError):
+        return 8 << 30
+
+
 def fields() -> tuple[dataclasses.Field, ...]:
     """Every setting, in order, with its metadata (label, help, choices, bounds, step, fmt)."""
     return dataclasses.fields(TrainConfig)
@@ -128,7 +157,7 @@ def bounds_text(f: dataclasses.Field) -> str | None:
             return f"> {lo}" if f.type == "int" else f"> {lo} and finite"
         return f">= {lo}"
     if f.type == "int":
-        return f"in {lo}..{hi}"
+        return f"in {lo + 1 if m['low_open'] else lo}..{hi}"
     return f"in {'(' if m['low_open'] else '['}{lo}, {hi}{')' if m['high_open'] else ']'}"
 
 

@@ -41,7 +41,7 @@ EVAL_LOSS_TOLERANCE = 0.01
 
 def experiment(seeds=(0,), datasets=PAPER_DATASETS, variants=VARIANTS, **settings) -> list[TrainConfig]:
     """The configs of a sweep (the paper's grid by default), validated before any of them trains."""
-    return [TrainConfig(dataset=d, variant=v, seed=s, **settings).validate()
+    return [TrainConfig(dataset=d, variant=v, seed=s, **settings).validate().check_resources()
             for s in seeds for v in variants for d in datasets]
 
 

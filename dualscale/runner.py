@@ -28,7 +28,7 @@ from pathlib import Path
 from . import events
 from .config import TrainConfig
 from .runs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Cancelled
-from .store import RunInProgress, Store
+from .store import RunInProgress, Store, is_our_worker
 from .system import lower_priority, threads_per_worker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -272,7 +272,7 @@ class Runner:
             worker.proc.terminate()
             return True
         for a in self.store.active():  # started by another server process, or before a restart
-            if a["run_id"] == run_id and a.get("pid"):
+            if a["run_id"] == run_id and is_our_worker(a):  # never a process that merely reuses the PID
                 try:
                     os.kill(int(a["pid"]), signal.SIGTERM)
                     return True

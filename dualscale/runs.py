@@ -37,12 +37,12 @@ def round_to_half(model: torch.nn.Module) -> None:
 def run_config(config: TrainConfig, store: Store, device: str = "auto", force: bool = False,
                previews: int = 0, half: bool = False, every: int | None = None):
     """Train, evaluate and store `config`, yielding event dicts; a stored config is loaded instead."""
-    config.validate()
+    config.validate().check_resources()
     dev = resolve_device(device)
     if not force:
         found = store.find(config)
-        if found is not None:
-            yield done_event(found, cached=True)
+        if found is not None:  # served as valid: every file it lists must still be what was written
+            yield done_event(found.verify(), cached=True)
             return
     store.check_writable()
     with store.lock(config):

@@ -87,12 +87,12 @@ def paired_t(d: np.ndarray) -> tuple[float, float, float, float, float]:
 
 
 def bootstrap_ci(d: np.ndarray, seed: int = 0) -> tuple[float, float]:
-    """BCa bootstrap 95% interval of the mean (scipy.stats.bootstrap, 4,999 resamples, seeded)."""
+    """BCa bootstrap 95% interval of the mean (scipy.stats.bootstrap, 1,999 resamples, seeded)."""
     from scipy import stats
 
     if len(d) < 3 or np.all(d == d[0]):
         return (float(d.min()), float(d.max())) if len(d) else (math.nan, math.nan)
-    res = stats.bootstrap((d,), np.mean, confidence_level=1 - ALPHA, n_resamples=4999,
+    res = stats.bootstrap((d,), np.mean, confidence_level=1 - ALPHA, n_resamples=1999,
                           method="BCa", rng=np.random.default_rng(seed))
     return float(res.confidence_interval.low), float(res.confidence_interval.high)
 

@@ -7,9 +7,11 @@ object is ever unpickled. Shipped runs live in <root>/reference/ and are read li
 """
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
+import socket
 import shutil
 import tempfile
 import time
@@ -59,6 +61,16 @@ class Run:
 
     def meta_hash(self, name: str) -> str:
         return _read_json(self.path / "run.json")["files"][name]
+
+    def verify(self) -> "Run":
+        """Check every file run.json lists against its hash; a damaged or missing one is a StoreError
+        that says how to get the run back."""
+        for name, expected in self._files().items():
+            path = self.path / name
+            if not path.is_file() or _sha256(path) != expected:
+                raise StoreError(f"run {self.id}: {name} is {'missing' if not path.is_file() else 'damaged'} "
+                                 "(it does not match run.json); retrain it with --force")
+        return self
 
     def samples(self) -> np.ndarray:
         return self._arrays("arrays.npz")["samples"].astype(np.float32)
@@ -213,12 +225,12 @@ class Store:
         return RunLock(self, config)
 
     def active(self) -> list[dict]:
-        """Runs being trained now by live processes: run_id, config, pid, started."""
+        """Runs being trained now (their lock is held): run_id, config, pid, started, proc_start, host."""
         out = []
         for path in sorted((self.root / "locks").glob("*.json")):
-            info = _read_lock(path)
-            if info and _alive(info.get("pid")):
-                out.append(info)
+            if lock_held(path):
+                info = _read_lock(path)
+                out.append(info if info else {"run_id": path.stem, "config": None, "pid": None, "started": None})
         return out
 
     def progress_path(self, run_id: str) -> Path:
@@ -228,12 +240,12 @@ class Store:
         """Begin a new attempt's progress file; its first event stamps when and who."""
         path = self.progress_path(run_id)
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"event": "started", "time": time.time(), "pid": os.getpid()}) + "\n")
+        first = {"event": "started", "time": time.time(), "pid": os.getpid()}
+        _write_no_follow(path, json.dumps(first) + "\n", os.O_TRUNC)
 
     def append_progress(self, run_id: str, event: dict) -> None:
         # One short line per O_APPEND write: readers never see half an event from a live writer.
-        with open(self.progress_path(run_id), "a") as f:
-            f.write(json.dumps(event) + "\n")
+        _write_no_follow(self.progress_path(run_id), json.dumps(event) + "\n", os.O_APPEND)
 
     def progress(self, run_id: str) -> list[dict]:
         """The progress events of the latest attempt at this run (a torn last line is dropped)."""
@@ -251,36 +263,88 @@ class Store:
 
 
 class RunLock:
-    """An exclusive claim on one config: a lock file created with O_EXCL, holding our pid.
+    """An exclusive claim on one config: an flock(2) on <root>/locks/<run id>.json, held while the
+    run trains, the file naming who holds it (pid, process start time, host, config).
 
-    A lock whose process has died (killed worker) is stale and taken over.
+    The kernel drops the flock when its process dies, however it dies, so a lock is held exactly
+    while its process lives: no PID is trusted (a reused PID after a reboot holds nothing), and two
+    processes can never both hold one lock (the file is claimed by the flock, not by its contents).
     """
+
+    TRIES, WAIT = 20, 0.05  # a reader's probe holds a shared flock for microseconds: retry past it
 
     def __init__(self, store: Store, config: TrainConfig):
         self.path = store.root / "locks" / f"{config.run_id}.json"
         self.info = {"run_id": config.run_id, "config": config.to_dict(), "pid": os.getpid(),
-                     "started": time.time()}
+                     "started": time.time(), "proc_start": process_start(os.getpid()), "host": socket.gethostname()}
+        self.fd = None
 
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        for _ in range(self.TRIES):
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                held = _read_lock(self.path)
-                if held and _alive(held.get("pid")) and held.get("pid") != os.getpid():
-                    raise RunInProgress(f"run {self.info['run_id']} is already being trained (pid {held['pid']})")
-                self.path.unlink(missing_ok=True)  # stale: its process is gone
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                time.sleep(self.WAIT)
                 continue
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.info, f)
-            return self
-        raise RunInProgress(f"could not claim run {self.info['run_id']}: its lock keeps reappearing")
+            if _same_file(fd, self.path):  # not a file a finishing holder unlinked meanwhile
+                self.fd = fd
+                os.ftruncate(fd, 0)
+                os.write(fd, json.dumps(self.info).encode())
+                os.fsync(fd)
+                return self
+            os.close(fd)
+        held = _read_lock(self.path) or {}
+        raise RunInProgress(f"run {self.info['run_id']} is already being trained (pid {held.get('pid', '?')})")
 
     def __exit__(self, *exc):
-        held = _read_lock(self.path)
-        if held and held.get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)  # still holding the flock: nobody claims a dying file
+            os.close(self.fd)
+            self.fd = None
+        return False
+
+
+def lock_held(path: Path) -> bool:
+    """Whether a live process holds the flock on this lock file (a shared, non-blocking probe)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/PID/stat field 22); None without /proc."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])
+
+
+def is_our_worker(info: dict) -> bool:
+    """Whether the process a held lock names is really the one that took it (same pid, same start
+    time, this host): the only process the dashboard may signal."""
+    pid = info.get("pid")
+    if not isinstance(pid, int) or pid <= 0 or info.get("host") != socket.gethostname():
+        return False
+    start = process_start(pid)
+    return start is not None and start == info.get("proc_start")
+
+
+def _same_file(fd: int, path: Path) -> bool:
+    try:
+        return os.fstat(fd).st_ino == os.stat(path, follow_symlinks=False).st_ino
+    except OSError:
         return False
 
 
@@ -291,14 +355,36 @@ def _open_run(path: Path, is_reference: bool) -> Run:
         raise StoreError(f"{path}: not a dualscale run (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     try:
         config = TrainConfig.from_dict(meta["config"])
-        metrics = dict(meta["metrics"])
+        metrics = _checked_metrics(meta["metrics"])
         files = meta["files"]
+        if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+            raise ValueError("its file hashes are not a table of strings")
     except (KeyError, TypeError, ValueError) as e:
-        raise StoreError(f"{path}: broken run.json ({e})")
+        raise StoreError(f"{path}: broken run.json ({str(e).splitlines()[0] if str(e) else repr(e)}); "
+                         "delete the folder to retrain")
     if config.run_id != path.name or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
         raise StoreError(f"{path}: folder name and config disagree; the run was moved or edited")
     made = meta.get("made") if isinstance(meta.get("made"), dict) else {}
     return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)), made)
+
+
+def _checked_metrics(metrics) -> dict:
+    """run.json's metrics: the paper's four present, every registry metric a finite number."""
+    import math
+
+    from .metrics import METRICS
+    from .paper import PAPER_METRICS
+
+    if not isinstance(metrics, dict):
+        raise ValueError("its metrics are not a table")
+    for name in PAPER_METRICS:
+        if name not in metrics:
+            raise ValueError(f"metric {name!r} is missing")
+    for name, value in metrics.items():
+        if name in METRICS and (not isinstance(value, (int, float)) or isinstance(value, bool)
+                                or not math.isfinite(value)):
+            raise ValueError(f"metric {name!r} is {value!r}, not a finite number")
+    return dict(metrics)
 
 
 def _read_json(path: Path):
@@ -320,32 +406,21 @@ def _load_npz(path: Path, expected_sha: str) -> dict[str, np.ndarray]:
         raise StoreError(f"{path}: unreadable ({e}); delete the folder to retrain")
 
 
+def _write_no_follow(path: Path, text: str, mode: int) -> None:
+    """Write to a file under the store, never through a symlink planted there (O_NOFOLLOW)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | mode, 0o644)
+    except OSError as e:
+        raise StoreError(f"cannot write {path}: {e.strerror or e} (a symlink there is refused)")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+
+
 def _read_lock(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, json.JSONDecodeError):
         return None
-
-
-def _alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return _not_zombie(pid)
-
-
-def _not_zombie(pid: int) -> bool:
-    """A killed child not yet reaped still answers kill(0); /proc says it is a zombie."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): trust kill(0)
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
 def _sha256(path: Path) -> str:

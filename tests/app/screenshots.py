@@ -91,10 +91,14 @@ def switch(page, dataset: str, label: str) -> None:
 
 
 def tour(page, url: str, out: Path, dataset: str, other: str) -> None:
-    timed("first render after the server is up (Results, tables drawn)",
-          lambda: (page.goto(f"{url}/?dataset={dataset}"), page.get_by_text("Table 3").wait_for(),
-                   page.locator('[data-testid="stDataFrame"], [data-testid="stCaptionContainer"]').first.wait_for()))
+    timed("first render after the server is up (Verdict: sentences, forest plot, table)",
+          lambda: (page.goto(f"{url}/?dataset={dataset}"),
+                   page.locator("h1", has_text="Does adaptive").wait_for(),
+                   page.locator('.js-plotly-plot, [data-testid="stAlert"]').first.wait_for()))
     idle(page)
+    shoot(page, out, "verdict")
+    go(page, "Results", "Results")
+    page.get_by_text("Table 3").wait_for()
     shoot(page, out, "results")
     go(page, "Samples", "Samples")
     switch(page, other, f"Samples: switch {dataset} -> {other} (first time: figures built)")

@@ -153,7 +153,7 @@ def test_choices_persist_across_pages(app):
 
 
 @pytest.mark.parametrize("name, value, message", [
-    ("steps", 0, "steps must be > 0"),
+    ("steps", 0, "steps must be in 1.."),
     ("lr", -0.001, "lr must be > 0"),
     ("batch_size", 5000, "exceeds n_points"),
 ])

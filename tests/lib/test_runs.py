@@ -129,13 +129,13 @@ def test_baseline_and_fixed_and_kl_weight_train(tmp_path):
 
 # ---- bad input ------------------------------------------------------------------------------
 @pytest.mark.parametrize("bad,match", [
-    (dict(steps=0), "steps must be > 0"), (dict(batch_size=-1), "batch_size must be > 0"),
-    (dict(lr=0.0), "lr must be > 0"), (dict(n_points=0), "n_points must be > 0"),
+    (dict(steps=0), "steps must be in 1.."), (dict(batch_size=-1), "batch_size must be > 0"),
+    (dict(lr=0.0), "lr must be > 0"), (dict(n_points=0), "n_points must be >= 10"),
     (dict(dataset="nope"), "unknown dataset 'nope'"), (dict(variant="big"), "unknown variant"),
     (dict(batch_size=512, n_points=100), "exceeds n_points"), (dict(steps=1.5), "whole number"),
     (dict(weight_net="relu"), "unknown weight_net"), (dict(lr=float("inf")), "lr must be > 0 and finite"),
     (dict(kl_weight=-1.0), "kl_weight must be in"), (dict(weight_decay=1.5), "weight_decay must be in"),
-    (dict(seed=-3), "seed must be >= 0"), (dict(timesteps=1), "timesteps must be in")])
+    (dict(seed=-3), "seed must be in 0..9223372036854775807"), (dict(timesteps=1), "timesteps must be in")])
 def test_impossible_settings_are_one_line_errors(bad, match):
     with pytest.raises(ValueError, match=match) as e:
         TrainConfig(**bad).validate()
@@ -203,21 +203,98 @@ def test_pickled_arrays_are_refused(adaptive_run, store, tmp_path):
         Store(tmp_path).get(run.id).samples()
 
 
+HOLD = """
+import sys, time
+from dualscale import Store, TrainConfig
+with Store(sys.argv[1]).lock(TrainConfig.from_json(sys.argv[2])):
+    print("held", flush=True)
+    time.sleep(float(sys.argv[3]))
+"""
+
+
+def hold_lock(root, cfg, seconds=60):
+    """A real other process that holds the config's lock (as a worker does while it trains)."""
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(root), cfg.to_json(), str(seconds)], cwd=ROOT,
+                         stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "held"
+    return p
+
+
 def test_same_config_twice_is_refused_while_alive(tmp_path):
     s = Store(tmp_path)
     cfg = TrainConfig(dataset="moons", variant="baseline", **SMALL)
-    holder = subprocess.Popen(["sleep", "30"])
+    holder = hold_lock(tmp_path, cfg)
     try:
-        (tmp_path / "locks").mkdir()
-        (tmp_path / "locks" / f"{cfg.run_id}.json").write_text(json.dumps({"run_id": cfg.run_id, "pid": holder.pid}))
         with pytest.raises(RunInProgress, match="already being trained"):
             list(run_config(cfg, s, "cpu"))
-        assert [a["pid"] for a in s.active()] == [holder.pid]
+        (info,) = s.active()
+        assert info["pid"] == holder.pid and info["host"] and info["proc_start"]
     finally:
         holder.kill()
         holder.wait()
-    assert s.active() == []  # the holder died: its lock is stale and is taken over
+    assert s.active() == []  # killed (SIGKILL): the kernel dropped its flock, the lock is free
     assert final(run_config(cfg, s, "cpu"))["cached"] is False
+
+
+def test_a_lock_naming_a_live_unrelated_process_blocks_nothing(tmp_path):
+    """After a reboot a PID is reused: a lock file that merely names a live process is not held."""
+    s = Store(tmp_path)
+    cfg = TrainConfig(dataset="moons", variant="baseline", **SMALL)
+    unrelated = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "locks").mkdir()
+        (tmp_path / "locks" / f"{cfg.run_id}.json").write_text(json.dumps(
+            {"run_id": cfg.run_id, "pid": unrelated.pid, "config": cfg.to_dict(), "started": 0}))
+        assert s.active() == []
+        from dualscale.runner import Runner
+        assert not Runner(s).cancel(cfg.run_id) and unrelated.poll() is None  # never signalled
+        with s.lock(cfg):
+            assert [a["pid"] for a in s.active()] == [os.getpid()]
+    finally:
+        unrelated.kill()
+        unrelated.wait()
+
+
+RACE = """
+import sys, time
+from dualscale import RunInProgress, Store, TrainConfig
+store, cfg = Store(sys.argv[1]), TrainConfig.from_json(sys.argv[2])
+while time.time() < float(sys.argv[3]):
+    pass
+try:
+    with store.lock(cfg):
+        start = time.time()
+        time.sleep(0.3)
+        print(f"held {start} {time.time()}")
+except RunInProgress:
+    print("refused")
+"""
+
+
+def test_processes_racing_for_one_lock_never_both_hold_it(tmp_path):
+    """Eight processes released at the same instant, three rounds: at most one holds the lock at a time."""
+    cfg = TrainConfig(dataset="moons", variant="baseline", **SMALL)
+    for _ in range(3):
+        go = time.time() + 2.0
+        procs = [subprocess.Popen([sys.executable, "-c", RACE, str(tmp_path), cfg.to_json(), str(go)], cwd=ROOT,
+                                  stdout=subprocess.PIPE, text=True) for _ in range(8)]
+        outs = [p.communicate(timeout=60)[0].split() for p in procs]
+        spans = sorted((float(o[1]), float(o[2])) for o in outs if o[0] == "held")
+        assert spans and all(b[0] >= a[1] for a, b in zip(spans, spans[1:])), spans  # no overlap
+        assert len(spans) + sum(o == ["refused"] for o in outs) == 8
+
+
+def test_progress_writes_do_not_follow_symlinks(tmp_path):
+    s = Store(tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (tmp_path / "progress").mkdir()
+    (tmp_path / "progress" / "x.jsonl").symlink_to(victim)
+    with pytest.raises(StoreError, match="symlink"):
+        s.start_progress("x")
+    with pytest.raises(StoreError, match="symlink"):
+        s.append_progress("x", {"event": "progress"})
+    assert victim.read_text() == "precious"
 
 
 def test_unwritable_store_fails_before_training(tmp_path):
@@ -241,17 +318,25 @@ def test_cli_train_prints_json_and_list_shows_it(cli, tmp_path):
 
 @pytest.mark.parametrize("args,message", [
     (["train", "--dataset", "nope"], "error: unknown dataset 'nope'"),
-    (["train", "--steps", "0"], "error: steps must be > 0"),
+    (["train", "--steps", "0"], "error: steps must be in 1..100000000, got 0"),
     (["train", "--lr", "-1"], "error: lr must be > 0"),
     (["train", "--device", "tpu"], "error: unknown device 'tpu'"),
     (["reproduce", "--variants", "huge"], "error: unknown variant 'huge'"),
     (["reproduce", "--jobs", "0"], "error: --jobs must be >= 1, got 0"),
     (["train", "--threads", "0"], "error: --threads must be >= 1, got 0"),
     (["train", "--config", "{bad"], "error: the config is not valid JSON"),
+    (["train", "--steps", "1180591620717411303424"], "error: steps must be in 1..100000000"),
+    (["train", "--steps", "90000000", "--n-points", "200000000"], "error: this run needs about"),
+    (["train", "--n-points", "1000000000000"], "error: this run needs about"),
+    (["train", "--n-samples", "1000000000"], "error: this run needs about"),
+    (["train", "--seed", "99999999999999999999"], "error: seed must be in 0..9223372036854775807"),
+    (["train", "--n-points", "5", "--batch-size", "5", "--n-samples", "10"], "error: n_points must be >= 10"),
+    (["train", "--previews", "-3"], "error: --previews must be in 0..10000"),
+    (["list"], "error: no run store at"),
     (["train", "--config", '{"dataset": "moons", "step": 5}'], "error: unknown config keys ['step']"),
 ])
 def test_cli_bad_input_is_one_line(cli, tmp_path, args, message):
-    r = cli(*args, store=tmp_path)
+    r = cli(*args, store=tmp_path / "store" if args == ["list"] else tmp_path)
     assert r.returncode == 2
     assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith(message)
     assert not any(tmp_path.iterdir())  # nothing written
@@ -347,3 +432,61 @@ def test_cli_export_writes_light_copies_once(cli, adaptive_run, store, tmp_path)
     before = (light.path / "run.json").stat().st_mtime_ns
     assert cli("export", "--to", tmp_path / "reference", store=store.root).returncode == 0
     assert (light.path / "run.json").stat().st_mtime_ns == before  # an unchanged run is not written again
+
+
+def test_damaged_or_malformed_runs_are_one_line_and_the_rest_still_show(cli, adaptive_run, store, tmp_path):
+    import shutil
+
+    run = store.find(adaptive_run[0])
+    other = TrainConfig(dataset="line", variant="baseline", steps=60, n_points=512, batch_size=64, n_samples=100)
+    for _ in run_config(other, Store(tmp_path), "cpu"):
+        pass
+    shutil.copytree(run.path, tmp_path / run.id)
+    listed = cli("list", store=tmp_path)
+    assert listed.returncode == 0 and run.id in listed.stdout and other.run_id in listed.stdout
+    # a truncated payload: list flags it, train of that config refuses it in one line naming --force
+    arrays = tmp_path / run.id / "arrays.npz"
+    arrays.write_bytes(arrays.read_bytes()[:500])
+    listed = cli("list", store=tmp_path)
+    assert f"damaged: run {run.id}: arrays.npz is damaged" in listed.stderr and other.run_id in listed.stdout
+    again = cli("train", "--config", run.config.to_json(), "--device", "cpu", store=tmp_path)
+    assert again.returncode == 2 and again.stderr.strip().endswith("retrain it with --force")
+    assert len(again.stderr.strip().splitlines()) == 1
+    arrays.unlink()  # deleted: the same
+    assert "arrays.npz is missing" in cli("list", store=tmp_path).stderr
+    # a metric that is not a number: that run is one line, every other run still lists
+    meta = json.loads((tmp_path / run.id / "run.json").read_text())
+    meta["metrics"]["kl_divergence"] = "0.3"
+    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    listed = cli("list", store=tmp_path)
+    assert listed.returncode == 0 and other.run_id in listed.stdout and run.id not in listed.stdout
+    assert "metric 'kl_divergence' is '0.3', not a finite number" in listed.stderr
+    del meta["metrics"]["eval_loss"]
+    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    assert "metric 'eval_loss' is missing" in cli("list", store=tmp_path).stderr
+
+
+def test_reproduce_out_is_relative_to_the_current_folder(tmp_path):
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "dualscale", "reproduce", "--datasets", "line", "--variants", "baseline",
+                        "--steps", "30", "--n-points", "512", "--batch-size", "64", "--n-samples", "100",
+                        "--device", "cpu", "--store", "store", "--out", "tables-here"],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "tables-here" / "tables.md").is_file() and not (tmp_path / "store" / "tables-here").exists()
+
+
+def test_the_bar_counts_training_steps_only(cli, tmp_path):
+    args = ["train", "--dataset", "line", "--variant", "baseline", "--steps", "300", "--n-points", "2048",
+            "--n-samples", "3000", "--device", "cpu"]
+    r = cli(*args, store=tmp_path)
+    assert r.returncode == 0, r.stderr
+    bar = [ln for ln in r.stderr.replace("\r", "\n").splitlines() if "300/300" in ln][-1]
+    rate = float(bar.split("step/s")[0].split()[-1].rstrip("]").split(",")[-1])
+    seconds = json.loads(r.stdout.strip().splitlines()[-1])["training_time"]
+    assert rate == pytest.approx(300 / seconds, rel=0.35)  # not diluted by the sampling after it
+    assert "evaluating:" in r.stderr
+    cached = cli(*args, store=tmp_path)
+    assert "300/300" not in cached.stderr and "loaded, not retrained" in cached.stderr
