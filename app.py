@@ -12,7 +12,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import DATASETS, PAPER_DATASETS, VARIANTS, TrainConfig
-from dualscale.config import fields, training_settings
+from dualscale.config import fields, parse_setting, training_settings
 from views.common import Selection
 
 st.set_page_config(page_title="dualscale", page_icon=":material/blur_on:", layout="wide")
@@ -33,19 +33,33 @@ def reset_advanced() -> None:
 
 def init_state() -> None:
     # Defaults go into session state (not value=) so a widget never gets two sources of truth.
-    for name, value in {**from_url(), **{n: getattr(DEFAULTS, n) for n in ADVANCED}}.items():
-        st.session_state.setdefault(f"cfg_{name}", value)
+    if "cfg_dataset" not in st.session_state:  # a new session (a reload, a shared link): the address decides
+        values, notices = from_url()
+        st.session_state["url_notices"] = notices
+        for name, value in values.items():
+            st.session_state[f"cfg_{name}"] = value
 
 
-def from_url() -> dict:
-    """dataset / variant / seed from the address (?dataset=moons...), so a reload or a shared
-    link shows the same selection; anything unusable falls back to the default."""
-    q = st.query_params
-    out = {"dataset": q.get("dataset", DEFAULTS.dataset), "variant": q.get("variant", DEFAULTS.variant),
-           "seed": int(q["seed"]) if q.get("seed", "").isdigit() else DEFAULTS.seed}
-    out["dataset"] = out["dataset"] if out["dataset"] in DATASETS else DEFAULTS.dataset
-    out["variant"] = out["variant"] if out["variant"] in VARIANTS else DEFAULTS.variant
-    return out
+def from_url() -> tuple[dict, list[str]]:
+    """Every setting from the address (?dataset=moons&steps=500, keys = TrainConfig fields), parsed
+    strictly; a value that cannot be used is replaced by the default, and a line says so."""
+    values, notices = {f: getattr(DEFAULTS, f) for f in FIELDS}, []
+    for name, text in st.query_params.to_dict().items():
+        if name not in FIELDS:
+            continue  # not ours
+        try:
+            values[name] = parse_setting(name, text)
+        except ValueError as e:
+            notices.append(f"Address: {e}; using the default, {getattr(DEFAULTS, name)}.")
+    return values, notices
+
+
+def to_url(values: dict) -> None:
+    """Dataset, variant, seed and every setting that differs from the defaults into the address."""
+    keep = {n: v for n, v in values.items() if n in ("dataset", "variant", "seed") or v != getattr(DEFAULTS, n)}
+    wanted = {n: str(v) for n, v in keep.items()}
+    if st.query_params.to_dict() != wanted:
+        st.query_params.from_dict(wanted)
 
 
 def setting_widget(f) -> None:
@@ -89,12 +103,15 @@ def sidebar() -> Selection:
         st.number_input(FIELDS["seed"].metadata["label"], step=1, key="cfg_seed",
                         help=FIELDS["seed"].metadata["help"])
         advanced_settings()
-        return validated({n: st.session_state[f"cfg_{n}"]
-                          for n in ("dataset", "variant", "seed") + ADVANCED})
+        for notice in st.session_state.pop("url_notices", []):  # once, on the first screen
+            st.warning(notice, icon=":material/link_off:")
+        values = {n: st.session_state[f"cfg_{n}"] for n in ("dataset", "variant", "seed") + ADVANCED}
+        to_url(values)
+        return validated(values)
+
 
 init_state()
 selection = st.session_state["selection"] = sidebar()
-st.query_params.update(dataset=selection.dataset, variant=selection.variant, seed=str(selection.seed))
 pages = [
     st.Page("views/verdict.py", title="Verdict", icon=":material/balance:", default=True),
     st.Page("views/results.py", title="Results", icon=":material/table_chart:"),

@@ -12,6 +12,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass, field
 
 from .data import DATASETS
@@ -134,6 +135,29 @@ def physical_memory() -> int:
         return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
     except (AttributeError, ValueError, OSError):
         return 8 << 30
+
+
+_WHOLE = re.compile(r"[+-]?[0-9]+")  # ASCII digits only: str.isdigit() accepts "²", int() refuses it
+_NUMBER = re.compile(r"[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?")
+
+
+def parse_setting(name: str, text: str):
+    """One setting's value from text (an address, a form), strictly; a ValueError in one line otherwise."""
+    f = {f.name: f for f in fields()}.get(name)
+    if f is None:
+        raise ValueError(f"unknown setting {name!r}")
+    if f.metadata["choices"] is not None:
+        value = text
+    elif f.type == "int":
+        if not _WHOLE.fullmatch(text):
+            raise ValueError(f"{name} must be a whole number, got {text!r}")
+        value = int(text)
+    else:
+        if not _NUMBER.fullmatch(text):
+            raise ValueError(f"{name} must be a number, got {text!r}")
+        value = float(text)
+    _check(f, value)
+    return value
 
 
 def fields() -> tuple[dataclasses.Field, ...]:

@@ -178,9 +178,13 @@ class Runner:
         return _Worker(proc, out, err, time.time(), cfg)
 
     # ---- watching ------------------------------------------------------------------------
-    def queued_ids(self) -> list[str]:
+    def queued(self) -> list[TrainConfig]:
+        """The runs waiting for a free slot, first to start first."""
         with self._lock:
-            return [cfg.run_id for cfg, _ in self._queue]
+            return [cfg for cfg, _ in self._queue]
+
+    def queued_ids(self) -> list[str]:
+        return [cfg.run_id for cfg in self.queued()]
 
     def running_ids(self) -> set[str]:
         """Run ids training now: ours (still alive) plus any the store lists as active."""

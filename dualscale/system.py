@@ -60,6 +60,24 @@ def default_jobs(device: str) -> int:
     return 1 if device.startswith("mps") else max(1, min(4, cores()))
 
 
+def dashboard_workers(device: str = "auto") -> int:
+    """Runs the dashboard trains at once (the rest queue): DUALSCALE_WORKERS if set; else one per
+    GPU where there are GPUs, else all cores but one (the server keeps one). No torch import: the
+    GPUs are counted from /dev/nvidia<N> (Linux)."""
+    if os.environ.get("DUALSCALE_WORKERS"):
+        try:
+            n = int(os.environ["DUALSCALE_WORKERS"])
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise ValueError(f"DUALSCALE_WORKERS must be a whole number >= 1, got {os.environ['DUALSCALE_WORKERS']!r}")
+        return n
+    gpus = [d for d in os.listdir("/dev") if d.startswith("nvidia") and d[6:].isdigit()] if os.path.isdir("/dev") else []
+    if gpus and device.split(":")[0] in ("auto", "cuda"):
+        return len(gpus)
+    return max(1, cores() - 1)
+
+
 def threads_per_worker(jobs: int, reserve: int = 0) -> int:
     """torch threads for each of `jobs` workers running at once, leaving `reserve` cores free.
 

@@ -17,6 +17,7 @@ import streamlit as st
 from dualscale import Store, StoreError, TrainConfig, make_dataset
 from dualscale.config import training_settings
 from dualscale.runner import Runner
+from dualscale.system import dashboard_workers
 
 SETTINGS = tuple(f.name for f in training_settings())
 PREVIEWS = 10  # progress events that carry alpha(t) and a few samples (~0.1 s each on a CPU)
@@ -34,9 +35,11 @@ def _store(root: str) -> Store:
 
 @st.cache_resource(show_spinner=False)
 def _registry(root: str) -> Runner:
-    """The background runs: one worker per run, a core kept for the server, workers niced."""
-    return Runner(_store(root), device=os.environ.get("DUALSCALE_DEVICE", "auto"), reserve=1,
-                  niceness=10, previews=PREVIEWS)
+    """The background runs: one worker per run, at most system.dashboard_workers() at once (the rest
+    queue), a core kept for the server, workers niced."""
+    device = os.environ.get("DUALSCALE_DEVICE", "auto")
+    return Runner(_store(root), device=device, jobs=dashboard_workers(device), reserve=1, niceness=10,
+                  previews=PREVIEWS)
 
 
 def store() -> Store:

@@ -56,6 +56,9 @@ def selection_panel(running: set[str]) -> None:
     if cfg.run_id in running:
         st.info("This configuration is training now: watch it below.")
         return
+    if cfg.run_id in registry.queued_ids():
+        st.info("This configuration is queued: it starts when a worker is free (see below).")
+        return
     try:
         run = common.store().find(cfg)
     except ValueError as e:  # a corrupt stored run: say so, offer to overwrite it
@@ -116,13 +119,26 @@ def outcome(status: JobStatus) -> None:
         st.error(f"`{status.run_id}` failed: {status.error}")
 
 
+def queued_run(cfg) -> None:
+    with st.container(border=True):
+        head, button = st.columns([5, 1])
+        head.markdown(f"**{cfg.dataset} · {cfg.variant} · seed {cfg.seed}** `{cfg.run_id}` — queued "
+                      f"(at most {registry.jobs} at once)")
+        if button.button("Cancel", key=f"cancel_queued_{cfg.run_id}"):
+            registry.cancel(cfg.run_id)
+            st.toast(f"Removed {cfg.run_id} from the queue")
+
+
 def live_panel(running_at_start: frozenset) -> None:
-    active = registry.running()
-    ids = {a["run_id"] for a in active}
-    if not active:
+    active = registry.running()  # also starts queued runs when a worker is free
+    queued = registry.queued()
+    ids = {a["run_id"] for a in active} | {c.run_id for c in queued}
+    if not active and not queued:
         st.caption("Nothing is training right now.")
     for info in active:
         live_run(registry.status(info["run_id"]), info)
+    for cfg in queued:
+        queued_run(cfg)
     for run_id in [r for r in ss.watched if r not in ids]:
         outcome(registry.status(run_id))
     if ids != running_at_start:
@@ -130,7 +146,7 @@ def live_panel(running_at_start: frozenset) -> None:
 
 
 st.title("Train")
-running = frozenset(registry.running_ids())
+running = frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
 selection_panel(running)
 st.subheader("Runs in progress")
 # Poll only while something trains: an idle page costs nothing.

@@ -413,3 +413,54 @@ def test_smooth_and_animation_stay_light():
     fig = trajectory_animation(np.zeros((10, 2)), {"a": (ts, traj), "b": None})
     assert len(fig.frames) == 35 and fig.frames[0].name == "100" and fig.frames[-1].name == "0"
     assert len(fig.to_json()) < 600_000
+
+
+# ------------------------------------------------------------------------------- the address
+
+def test_every_changed_setting_lives_in_the_address(store_root, monkeypatch):
+    monkeypatch.setenv("DUALSCALE_STORE", str(store_root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params.update(dataset="moons", variant="fixed", seed="3", steps="500", lr="0.001")
+    ok(at.run())
+    config = at.session_state["selection"].config
+    assert (config.dataset, config.variant, config.seed, config.steps, config.lr) == ("moons", "fixed", 3, 500, 0.001)
+    assert config.batch_size == TrainConfig().batch_size and not at.sidebar.warning
+    at.number_input(key="cfg_batch_size").set_value(128)
+    ok(at.run())
+    q = at.query_params
+    assert (q["steps"], q["batch_size"], q["seed"]) == ("500", "128", "3") and "n_points" not in q  # defaults stay out
+
+
+@pytest.mark.parametrize("key, text, message", [
+    ("seed", "²", "seed must be a whole number, got '²'"),  # isdigit() accepts it, int() refuses it
+    ("seed", "99999999999999999999", "seed must be in 0..9223372036854775807"),
+    ("steps", "0", "steps must be in 1.."),
+    ("lr", "fast", "lr must be a number, got 'fast'"),
+    ("dataset", "dinosaur", "unknown dataset 'dinosaur'"),
+])
+def test_bad_address_values_are_replaced_with_a_notice(store_root, monkeypatch, key, text, message):
+    monkeypatch.setenv("DUALSCALE_STORE", str(store_root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params[key] = text
+    ok(at.run())  # no exception on any page
+    (notice,) = [w.value for w in at.sidebar.warning]
+    assert message in notice and "using the default" in notice and "\n" not in notice
+    assert getattr(at.session_state["selection"].config, key) == getattr(TrainConfig(), key)
+
+
+def test_dashboard_workers_are_capped_and_configurable(monkeypatch):
+    from dualscale.system import cores, dashboard_workers
+
+    monkeypatch.delenv("DUALSCALE_WORKERS", raising=False)
+    assert dashboard_workers("cpu") == max(1, cores() - 1)
+    monkeypatch.setenv("DUALSCALE_WORKERS", "3")
+    assert dashboard_workers("cpu") == 3
+    monkeypatch.setenv("DUALSCALE_WORKERS", "0")
+    with pytest.raises(ValueError, match="DUALSCALE_WORKERS must be a whole number >= 1"):
+        dashboard_workers("cpu")
+
+
+def test_the_server_listens_on_this_machine_only():
+    r = subprocess.run([sys.executable, "-m", "streamlit", "config", "show"], cwd=ROOT, capture_output=True,
+                       text=True, timeout=60)
+    assert 'address = "localhost"' in r.stdout

@@ -263,3 +263,27 @@ def test_csv_download_has_one_row_per_run(server, page):
 
 LABELS = {"steps": "Training steps", "batch_size": "Batch size", "n_points": "Training points",
           "n_samples": "Samples for evaluation"}
+
+
+def test_settings_in_the_address_survive_a_reload(server, page):
+    url, _ = server
+    cfg = TrainConfig(dataset="moons", variant="fixed", seed=3, steps=500)
+    page.goto(f"{url}/train?dataset=moons&variant=fixed&seed=3&steps=500")
+    page.locator("h1", has_text="Train").wait_for()
+    wait_until(lambda: cfg.run_id in page.inner_text('[data-testid="stMain"]'), 30, "the address's run id", page)
+    page.reload()
+    page.locator("h1", has_text="Train").wait_for()
+    wait_until(lambda: cfg.run_id in page.inner_text('[data-testid="stMain"]'), 30, "the run id after a reload", page)
+    assert "steps=500" in page.url and "seed=3" in page.url
+    no_exception(page)
+
+
+def test_a_bad_address_value_is_a_notice_not_an_exception(server, page):
+    url, _ = server
+    page.goto(f"{url}/?seed=%C2%B2")  # ?seed=²
+    page.locator("h1", has_text="Does adaptive").wait_for()
+    idle(page)
+    no_exception(page)
+    notice = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]')
+    notice.wait_for()
+    assert "seed must be a whole number" in notice.inner_text()

@@ -172,3 +172,16 @@ def test_runner_queues_beyond_its_slots_and_cancels_queued_and_running(small_sto
     finally:
         runner.stop_all()
         stop_workers(root)
+
+
+def test_settings_parse_strictly_from_text():
+    from dualscale.config import parse_setting
+
+    assert parse_setting("seed", "12") == 12 and parse_setting("lr", "3e-4") == 3e-4
+    assert parse_setting("dataset", "moons") == "moons" and parse_setting("lr", "1") == 1.0
+    for name, text, message in (("seed", "²", "whole number"), ("seed", "1.5", "whole number"),
+                                ("steps", "-4", "steps must be in 1.."), ("lr", "nan", "must be a number"),
+                                ("lr", "inf", "must be a number"), ("variant", "huge", "unknown variant"),
+                                ("nope", "1", "unknown setting 'nope'")):
+        with pytest.raises(ValueError, match=message):
+            parse_setting(name, text)
