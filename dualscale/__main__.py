@@ -128,7 +128,8 @@ def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
         elif ev["event"] == events.EVALUATING:
             if bar is not None:
                 bar.close()
-            print("evaluating: eval loss, sampling, metrics, saving ...", file=sys.stderr, flush=True)
+        elif ev["event"] == events.PHASE:
+            print(f"evaluating {ev['index']}/{ev['of']}: {ev['name']}", file=sys.stderr, flush=True)
         else:
             final = ev
             if ev.get("cached"):

@@ -46,10 +46,16 @@ def eval_loss(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, g: t
     return float(batch_means.mean())
 
 
-def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | None = None) -> Evaluation:
-    """Every metric of the registry for one trained run, plus what the dashboard draws."""
+def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | None = None):
+    """Every metric of the registry for one trained run, plus what the dashboard draws.
+
+    A generator like train(): yields the name of each phase (events.PHASES) as it begins and
+    returns the Evaluation: `ev = yield from evaluate(...)`.
+    """
     device = trained.data.device
+    yield "eval loss"
     loss = eval_loss(trained.model, trained.schedule, trained.data, trained.generator)
+    yield "sampling"
     synchronize(device)
     start = time.perf_counter()
     samples, alpha, traj = sample(trained.ema, trained.schedule, n_samples, trained.generator,
@@ -57,6 +63,7 @@ def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | No
     synchronize(device)
     inference_time = time.perf_counter() - start
     real = trained.data.cpu().numpy() if data_np is None else data_np
+    yield "metrics"
     metrics = {"training_time": trained.training_time, "eval_loss": loss, "inference_time": inference_time,
                **sample_metrics(real, samples)}
     steps = np.arange(trained.schedule.timesteps, -1, -1)

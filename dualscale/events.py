@@ -10,7 +10,9 @@ from dataclasses import dataclass
 
 STARTED = "started"        # first line of an attempt's progress file: {"time", "pid"}
 PROGRESS = "progress"      # a Progress, as a dict
-EVALUATING = "evaluating"  # training is over; eval loss, sampling and metrics follow
+EVALUATING = "evaluating"  # training is over; the phases below follow
+PHASE = "phase"            # {"name": one of PHASES, "index": 1-based}: an evaluation phase begins
+PHASES = ("eval loss", "sampling", "metrics", "saving")
 DONE = "done"              # {"run_id", "cached", "path", <metrics>}
 FAILED = "failed"          # {"error": one line}
 CANCELLED = "cancelled"

@@ -167,10 +167,12 @@ def alpha_curves(curves: list[dict]) -> go.Figure:
     datasets = sorted({c["dataset"] for c in curves})
     colors = {d: DATASET_COLORS[i % len(DATASET_COLORS)] for i, d in enumerate(datasets)}
     seen = set()
+    counts = {d: sum(c["dataset"] == d for c in curves) for d in datasets}
     for c in curves:
         alpha = np.asarray(c["alpha"], dtype=float)
+        name = c["dataset"] if counts[c["dataset"]] == 1 else f"{c['dataset']} ({counts[c['dataset']]} seeds)"
         fig.add_trace(go.Scatter(
-            x=np.arange(len(alpha)), y=np.round(alpha, 4), mode="lines", name=c["dataset"],
+            x=np.arange(len(alpha)), y=np.round(alpha, 4), mode="lines", name=name,
             legendgroup=c["dataset"], showlegend=c["dataset"] not in seen,
             line={"color": colors[c["dataset"]], "width": 2},
             hovertemplate=f"{c['label']}<br>t=%{{x}}<br>alpha=%{{y:.4f}}<extra></extra>"))

@@ -62,6 +62,9 @@ class JobStatus:
     preview: list | None = None   # latest sample preview, [[x, y], ...]
     error: str | None = None      # one line, for state failed
     metrics: dict | None = None   # the final metrics, for state done
+    phase: str | None = None      # the evaluation phase under way (state evaluating)
+    phase_index: int = 0          # its 1-based place among events.PHASES
+    started: float | None = None  # when this attempt began (its "started" stamp)
 
     @property
     def fraction(self) -> float:
@@ -94,6 +97,7 @@ def summarize(run_id: str, evs: list[dict], alive: bool) -> JobStatus:
                                           "running" if progress else "starting")
     if not final and not alive:
         state = "unknown"  # the caller decides whether that is a failure (it knows the exit code)
+    phases = [e for e in evs if e.get("event") == events.PHASE]
     alphas = [e["alpha"] for e in progress if e.get("alpha") is not None]
     previews = [e["preview"] for e in progress if e.get("preview") is not None]
     return JobStatus(
@@ -104,6 +108,8 @@ def summarize(run_id: str, evs: list[dict], alive: bool) -> JobStatus:
         alpha=alphas[-1] if alphas else None, preview=previews[-1] if previews else None,
         error=final.get("error") if final and final["event"] == events.FAILED else None,
         metrics={k: v for k, v in final.items() if k != "event"} if final and final["event"] == events.DONE else None,
+        phase=phases[-1]["name"] if phases else None, phase_index=int(phases[-1]["index"]) if phases else 0,
+        started=evs[0].get("time") if evs and evs[0].get("event") == events.STARTED else None,
     )
 
 
@@ -260,6 +266,18 @@ class Runner:
         if code is not None and code < 0:
             return f"the worker was killed by signal {-code}; start it again"
         return worker.error_line() or f"the worker exited with code {code} and no result"
+
+    def recent(self, n: int = 10) -> list[JobStatus]:
+        """The latest attempts in this store (any process, any session), newest first, with their
+        outcome: done, failed, cancelled, or still running."""
+        folder = Path(self.store.root) / "progress"
+        files = sorted(folder.glob("*.jsonl"), key=lambda p: p.stat().st_mtime, reverse=True)[:n] if folder.is_dir() else []
+        running = self.running_ids()
+        out = []
+        for path in files:
+            status = summarize(path.stem, self.store.progress(path.stem), path.stem in running)
+            out.append(dataclasses.replace(status, state="stopped") if status.state == "unknown" else status)
+        return out
 
     # ---- stopping ------------------------------------------------------------------------
     def cancel(self, run_id: str) -> bool:

@@ -75,7 +75,15 @@ def _train_and_store(config, store, dev, previews, half, every):
     if half:
         round_to_half(trained.model)
         round_to_half(trained.ema)
-    ev = evaluate(trained, config.n_samples)
+    phases = evaluate(trained, config.n_samples)
+    while True:
+        try:
+            name = next(phases)
+        except StopIteration as end:
+            ev = end.value
+            break
+        yield _phase(store, config, name)
+    yield _phase(store, config, "saving")
     made = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
             "command": remake_command(config, dev.type, half)}
     metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
@@ -99,6 +107,12 @@ def rescore(store: Store, metrics=None, runs=None):
         real, samples = make_dataset(run.config.dataset, run.config.n_points), run.samples()
         values = {m: METRICS[m].from_samples(real, samples) for m in missing}
         yield store.update_metrics(run, values), values
+
+
+def _phase(store: Store, config: TrainConfig, name: str) -> dict:
+    event = {"event": events.PHASE, "name": name, "index": events.PHASES.index(name) + 1, "of": len(events.PHASES)}
+    store.append_progress(config.run_id, event)
+    return event
 
 
 def remake_command(config: TrainConfig, device: str, half: bool) -> str:

@@ -11,8 +11,11 @@ from views import common
 sel = common.selection()
 st.title("alpha(t)")
 runs = common.all_runs()
-adaptive = [r for r in runs if r.config.variant == "adaptive"]
+adaptive = [r for r in runs if r.config.variant == "adaptive" and common.same_config_settings(r.config, sel.settings)]
 st.subheader("alpha(t) of the adaptive runs")
+st.caption(f"Runs with {common.settings_label(sel.settings)}; every seed is a curve, grouped by dataset.")
+if note := common.left_out([r for r in runs if r.config.variant == "adaptive"], sel.settings):
+    st.caption(note)
 if adaptive:
     datasets = sorted({r.config.dataset for r in adaptive})
     chosen = st.multiselect("Datasets", datasets, default=datasets, key="alpha_datasets")
@@ -31,7 +34,7 @@ shown = {v: common.pick_run(sel.dataset, v, sel.settings, runs) for v in VARIANT
 histories = {v: common.load(r, "loss_history") if r else None for v, r in shown.items()}
 if any(h is not None for h in histories.values()):
     st.plotly_chart(loss_curves(histories), key="loss_curves")
-    st.caption(" · ".join(f"**{v}**: {common.describe(r) if r else 'no run'}"
+    st.caption(" · ".join(f"**{v}**: {common.describe(r, sel.seed) if r else 'no run'}"
                           for v, r in shown.items()))
 else:
     st.info(f"No stored runs for **{sel.dataset}** yet.")

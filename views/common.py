@@ -86,23 +86,29 @@ def all_runs() -> list:
     return store().runs()
 
 
-def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
-    """The stored run to show for a selection: the exact config if stored, else the closest.
+def same_config_settings(a: TrainConfig, b: TrainConfig) -> bool:
+    return all(getattr(a, k) == getattr(b, k) for k in SETTINGS)
 
-    Closest = same training settings, then same seed, then a shipped reference run, then newest:
-    a page should show the best match it has rather than nothing.
-    """
+
+def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
+    """The stored run to show for a selection, among runs with the sidebar's training settings only
+    (like with like): the sidebar's seed if stored, else a shipped reference run, else the newest."""
     runs = [r for r in (runs if runs is not None else all_runs())
-            if r.config.dataset == dataset and r.config.variant == variant]
+            if r.config.dataset == dataset and r.config.variant == variant and same_config_settings(r.config, settings)]
     if not runs:
         return None
-    target = dataclasses.replace(settings, dataset=dataset, variant=variant)
+    return max(runs, key=lambda r: (r.config.seed == settings.seed, r.is_reference, stamp(r)))
 
-    def score(r):
-        same = all(getattr(r.config, k) == getattr(target, k) for k in SETTINGS)
-        return (r.config == target, same, r.config.seed == target.seed, r.is_reference, stamp(r))
 
-    return max(runs, key=score)
+def left_out(runs, settings: TrainConfig, dataset: str | None = None) -> str:
+    """A caption for the runs a page leaves out because their settings differ ('' when none)."""
+    other = [r for r in runs if not same_config_settings(r.config, settings)
+             and (dataset is None or r.config.dataset == dataset)]
+    if not other:
+        return ""
+    kinds = sorted({settings_label(r.config) for r in other})
+    return (f"{len(other)} stored runs with other settings are not shown here ({'; '.join(kinds[:3])}"
+            f"{'; ...' if len(kinds) > 3 else ''}): set them in the sidebar's Advanced settings to see them.")
 
 
 def same_settings(frame, settings: TrainConfig):
@@ -120,11 +126,14 @@ def settings_label(settings: TrainConfig) -> str:
     return "the reference settings" if not changed else ", ".join(changed)
 
 
-def describe(run) -> str:
-    """Which run a panel shows: seed, length, origin and id (the variant is the panel's name)."""
+def describe(run, seed: int | None = None) -> str:
+    """Which run a panel shows: seed, length, origin and id (the variant is the panel's name); says
+    so when it is not the sidebar's seed."""
     c = run.config
     origin = "shipped reference" if run.is_reference else "local"
-    return f"seed {c.seed}, {c.steps:,} steps ({origin} run `{run.id}`)"
+    other = f" (seed {seed} is not stored)" if seed is not None and seed != c.seed else ""
+    light = ", light: no trajectory" if run.light else ""
+    return f"seed {c.seed}{other}, {c.steps:,} steps ({origin} run `{run.id}`{light})"
 
 
 @st.cache_data(max_entries=256, show_spinner=False)

@@ -26,12 +26,18 @@ def panels_figure(root: str, dataset: str, keys: tuple):
 
 sel = common.selection()
 st.title("Samples")
-shown = {v: common.pick_run(sel.dataset, v, sel.settings) for v in VARIANTS}
+runs = common.all_runs()
+shown = {v: common.pick_run(sel.dataset, v, sel.settings, runs) for v in VARIANTS}
+note = common.left_out(runs, sel.settings, sel.dataset)
 if not any(shown.values()):
-    st.info(f"No stored runs for **{sel.dataset}** yet: train one on the Train page.")
+    st.info(f"No stored runs for **{sel.dataset}** with these settings yet: train one on the Train page.")
+    if note:
+        st.caption(note)
     st.stop()
 
-st.caption(" · ".join(f"**{v}**: {common.describe(r) if r else 'no run'}" for v, r in shown.items()))
+st.caption(" · ".join(f"**{v}**: {common.describe(r, sel.seed) if r else 'no run'}" for v, r in shown.items()))
+if note:
+    st.caption(note)
 keys = tuple((v, r.id if r else None, common.stamp(r) if r else 0) for v, r in shown.items())
 scatter, animation = panels_figure(common.store_root(), sel.dataset, keys)
 n = next(r for r in shown.values() if r).config.n_samples

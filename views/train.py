@@ -5,10 +5,14 @@ the user switches page or reloads; this page only starts, polls and cancels.
 """
 from __future__ import annotations
 
+import time
+
 import numpy as np
+import pandas as pd
 import streamlit as st
 
 from dualscale import METRICS
+from dualscale.events import PHASES
 from dualscale.runner import JobStatus
 from dualscale.plots import alpha_preview, live_loss, loss_curves, sample_panels
 from views import common
@@ -81,14 +85,28 @@ def live_run(status: JobStatus, info: dict) -> None:
         if button.button("Cancel", key=f"cancel_{status.run_id}"):
             registry.cancel(status.run_id)
             st.toast(f"Cancelling {status.run_id}…")
-        st.progress(status.fraction, text=f"step {status.step:,} / {status.total:,}"
+        st.progress(status.fraction, text=(f"step {status.step:,} / {status.total:,}"
+                                           + (" · training done" if status.state == "evaluating" else ""))
                     if status.total else f"{status.state}…")
+        if status.state == "evaluating":
+            evaluation_phases(status)
         cols = st.columns(4)
         cols[0].metric("steps/s", f"{status.steps_per_s:.1f}" if status.steps_per_s else "–")
         cols[1].metric("ETA", fmt_seconds(status.eta_s))
         cols[2].metric("loss", f"{status.losses[-1]:.4f}" if status.losses else "–")
         cols[3].metric("elapsed", fmt_seconds(status.elapsed))
         live_charts(status, c.get("dataset"), c.get("variant", "samples"))
+
+
+def evaluation_phases(status: JobStatus) -> None:
+    """After training: eval loss, sampling, metrics, saving, each marked done, current or to come."""
+    marks = []
+    for i, name in enumerate(PHASES, start=1):
+        mark = "✓" if i < status.phase_index else ("…" if i == status.phase_index else "·")
+        marks.append(f"{mark} {name}")
+    st.progress(max(status.phase_index - 1, 0) / len(PHASES),
+                text=f"evaluating {status.phase_index}/{len(PHASES)}: {status.phase or 'starting'}")
+    st.caption("   ".join(marks))
 
 
 def live_charts(status: JobStatus, dataset: str | None, variant: str) -> None:
@@ -141,8 +159,25 @@ def live_panel(running_at_start: frozenset) -> None:
         queued_run(cfg)
     for run_id in [r for r in ss.watched if r not in ids]:
         outcome(registry.status(run_id))
+    st.subheader("Recent runs")
+    recent_runs()
     if ids != running_at_start:
         st.rerun()  # a run started or ended: redraw the whole page (stored panel, polling)
+
+
+def recent_runs() -> None:
+    """The latest attempts in this store, from any session, newest first, with their outcome."""
+    recent = registry.recent(10)
+    if not recent:
+        st.caption("No runs were started in this store yet.")
+        return
+    kl = METRICS["kl_divergence"]
+    rows = [{"run": s.run_id, "outcome": s.state,
+             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "–",
+             "steps": f"{s.step:,} / {s.total:,}" if s.total else "–",
+             "KL": kl.format(s.metrics["kl_divergence"]) if s.metrics and "kl_divergence" in s.metrics else "",
+             "note": s.error or ""} for s in recent]
+    st.dataframe(pd.DataFrame(rows), hide_index=True, key="recent_runs")
 
 
 st.title("Train")

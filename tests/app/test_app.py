@@ -240,6 +240,8 @@ def test_train_page_starts_watches_and_cancels_a_worker(store_root, tmp_path, mo
         wait_for(lambda: f"`{cfg.run_id}` was cancelled" in texts(ok(at.run()).warning), timeout=30)
         assert store.find(cfg) is None  # nothing that looks finished
         assert "Start training" in [b.label for b in at.button]
+        recent = next(d.value for d in at.dataframe if "outcome" in d.value.columns)
+        assert recent.iloc[0]["run"] == cfg.run_id and recent.iloc[0]["outcome"] == "cancelled"  # newest first
     finally:
         stop_workers(root)
 
@@ -302,6 +304,17 @@ def test_samples_page_draws_a_light_run_without_its_trajectory(store_root, tmp_p
     assert "shipped reference run" in texts(at.caption)
 
 
+def test_samples_and_alpha_show_only_runs_with_the_sidebars_settings(app):
+    """Like with like: the reference settings have no small test run; nothing is borrowed from them."""
+    select(app, dataset="moons")
+    page(app, "samples")
+    assert "No stored runs for **moons** with these settings" in texts(app.info)
+    assert f"{sum(d == 'moons' for d, _, _ in RUNS)} stored runs with other settings are not shown" in texts(app.caption)
+    page(app, "alpha")
+    assert "No adaptive runs stored yet" in texts(app.info)
+    assert "stored runs with other settings are not shown here (steps 150" in texts(app.caption)
+
+
 # ------------------------------------------------------------------------------- alpha(t)
 
 def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
@@ -310,7 +323,7 @@ def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_roo
     page(app, "alpha")
     alpha, loss = figure(app, 0), figure(app, 1)
     assert len(alpha["data"]) == 3  # moons seeds 0 and 1, circle seed 0
-    assert {t["name"] for t in alpha["data"]} == {"moons", "circle"}
+    assert {t["name"] for t in alpha["data"]} == {"moons (2 seeds)", "circle"}
     assert any(s.get("y0") == 0.5 and s.get("y1") == 0.5 for s in alpha["layout"]["shapes"])
     run = Store(store_root).find(small_config("circle", "adaptive", 0))
     circle = next(t for t in alpha["data"] if t["name"] == "circle")

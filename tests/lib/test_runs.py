@@ -42,6 +42,10 @@ def test_run_events_and_metrics(adaptive_run):
     assert all(b["step"] > a["step"] for a, b in zip(progress, progress[1:]))
     assert len([e for e in progress if "alpha" in e]) == 2 and len(progress[-1]["alpha"]) == 100
     assert len(progress[-1]["preview"]) == 300
+    phases = [e["name"] for e in events if e["event"] == "phase"]
+    assert phases == ["eval loss", "sampling", "metrics", "saving"]  # after training, each phase announced
+    names = [e["event"] for e in events]
+    assert names.index("evaluating") > names.index("progress") and names[-1] == "done"
     done = final(events)
     assert done["cached"] is False
     assert set(done) >= {"training_time", "eval_loss", "inference_time", "kl_divergence", "run_id", "path"}
@@ -487,6 +491,6 @@ def test_the_bar_counts_training_steps_only(cli, tmp_path):
     rate = float(bar.split("step/s")[0].split()[-1].rstrip("]").split(",")[-1])
     seconds = json.loads(r.stdout.strip().splitlines()[-1])["training_time"]
     assert rate == pytest.approx(300 / seconds, rel=0.35)  # not diluted by the sampling after it
-    assert "evaluating:" in r.stderr
+    assert "evaluating 2/4: sampling" in r.stderr
     cached = cli(*args, store=tmp_path)
     assert "300/300" not in cached.stderr and "loaded, not retrained" in cached.stderr
