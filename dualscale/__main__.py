@@ -18,10 +18,9 @@ from .config import SELECTION, VARIANTS, TrainConfig, bounds_text, fields, train
 from .data import PAPER_DATASETS
 from .metrics import METRICS
 from .paper import PAPER_TEXT
-from .runs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Cancelled, run_config
+from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Cancelled, TrainingFailed
 from .store import RunInProgress, Store, StoreError
 from .system import DEVICES, resolve_device
-from .train import TrainingFailed
 
 TYPES = {"int": int, "float": float, "str": str}
 SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
@@ -117,6 +116,8 @@ def on_sigterm(*_):
 def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
     """Run one config with a tqdm bar of its training steps on stderr, then one line per phase
     after training (so the bar's steps/s is the training's own); returns the final event."""
+    from .runs import run_config  # torch: only commands that train need it
+
     bar, final = None, {}
     for ev in run_config(config, store, a.device, a.force, half=a.half, **kw):
         if ev["event"] == events.PROGRESS:

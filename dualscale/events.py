@@ -18,6 +18,17 @@ FAILED = "failed"          # {"error": one line}
 CANCELLED = "cancelled"
 FINAL = (DONE, FAILED, CANCELLED)
 
+# How a run's process ends: the exit codes of `python -m dualscale` (and so of every worker).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 2, 3, 130
+
+
+class Cancelled(Exception):
+    """Raised inside a run when its worker is asked to stop (SIGTERM, Ctrl-C)."""
+
+
+class TrainingFailed(RuntimeError):
+    """The run cannot go on (a non-finite loss); the message is one line for the user."""
+
 
 @dataclass(frozen=True)
 class Progress:

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from . import events
 from .config import TrainConfig
-from .runs import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Cancelled
+from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Cancelled
 from .store import RunInProgress, Store, is_our_worker
 from .system import lower_priority, threads_per_worker
 
@@ -325,7 +325,7 @@ def sweep(configs, store: Store, device: str, jobs: int, force: bool = False, ha
     Stored configs are answered at once (unless `force`). A failed or cancelled run stops every
     worker and raises; unfinished runs leave nothing that looks finished.
     """
-    from .runs import done_event
+    from .runs import done_event  # torch: only a sweep needs it
 
     pending: dict[str, TrainConfig] = {}
     for c in configs:

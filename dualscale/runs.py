@@ -13,19 +13,12 @@ from __future__ import annotations
 import torch
 
 from . import events
+from .events import Cancelled  # noqa: F401  (re-exported: run_config's callers catch it)
 from .config import SELECTION, TrainConfig
 from .evaluate import evaluate
 from .store import Run, Store
 from .system import resolve_device
 from .train import train
-
-# Exit codes of `python -m dualscale` (and so of every worker).
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED = 0, 1, 2, 3, 130
-
-
-class Cancelled(Exception):
-    """Raised inside a run when its worker is asked to stop (SIGTERM, Ctrl-C)."""
-
 
 def round_to_half(model: torch.nn.Module) -> None:
     """Round weights through float16, so metrics describe exactly what a half-precision store keeps."""
@@ -127,17 +120,18 @@ def remake_command(config: TrainConfig, device: str, half: bool) -> str:
 
 
 def made_of(run: Run) -> dict:
-    """How a run was made: its record, or for a run stored before runs recorded it, what its
-    metrics and weights show (device, threads, torch; float16 weights = made with --half)."""
-    if run.made:
-        return run.made
-    import numpy as np
+    """How a run was made: its record, completed for runs stored before runs recorded all of it
+    from what its metrics and weights show (device, threads, torch; float16 weights = --half)."""
+    made = dict(run.made)
+    if "half" not in made:
+        import numpy as np
 
-    with np.load(run.path / "weights.npz", allow_pickle=False) as z:
-        half = z[z.files[0]].dtype == np.float16
-    device = str(run.metrics.get("device", "cpu"))
-    return {"device": device, "threads": run.metrics.get("threads"), "torch": run.metrics.get("torch"),
-            "half": bool(half), "command": remake_command(run.config, device.split(":")[0], bool(half))}
+        with np.load(run.path / "weights.npz", allow_pickle=False) as z:
+            made["half"] = bool(z[z.files[0]].dtype == np.float16)
+    for key in ("device", "threads", "torch"):
+        made.setdefault(key, run.metrics.get(key))
+    made.setdefault("command", remake_command(run.config, str(made["device"] or "cpu").split(":")[0], made["half"]))
+    return made
 
 
 def done_event(run: Run, cached: bool) -> dict:

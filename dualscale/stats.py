@@ -43,7 +43,7 @@ class Comparison:
     p_wilcoxon: float          # Wilcoxon signed-rank test
     p_holm: float = math.nan   # p after Holm's correction over all comparisons shown
     verdict: str = ""
-    seeds_needed: int | None = None  # inconclusive only: n for 80% power at the observed effect
+    seeds_needed: int | None = None  # inconclusive only: n for 80% power at the observed effect, Holm's level
     seeds: tuple = ()          # the paired seeds
     values_a: tuple = ()       # per-seed values, in the order of `seeds`
     values_b: tuple = ()
@@ -115,8 +115,8 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def seeds_needed(mean: float, sd: float) -> int | None:
-    """Smallest n whose paired t-test detects `mean` with POWER at level ALPHA (noncentral t);
+def seeds_needed(mean: float, sd: float, alpha: float = ALPHA) -> int | None:
+    """Smallest n whose paired t-test detects `mean` with POWER at level `alpha` (noncentral t);
     None when the effect is 0 or would need more than MAX_SEEDS seeds."""
     from scipy import stats
 
@@ -124,7 +124,7 @@ def seeds_needed(mean: float, sd: float) -> int | None:
         return None
     n = 2
     while n <= MAX_SEEDS:
-        crit = stats.t.ppf(1 - ALPHA / 2, n - 1)
+        crit = stats.t.ppf(1 - alpha / 2, n - 1)
         nc = abs(mean) / (sd / math.sqrt(n))
         if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= POWER:
             return n
@@ -169,7 +169,7 @@ def compare(frame, metrics=None, pairs=PAIRS) -> Verdicts:
                 if len(have) >= 2:  # a run scored before this metric existed has NaN: `rescore` fills it
                     out.comparisons.append(_one(settings, m, a, b, have, runs_a, runs_b))
     adjusted = holm([c.p for c in out.comparisons])
-    out.comparisons = [_judged(c, p) for c, p in zip(out.comparisons, adjusted)]
+    out.comparisons = [_judged(c, p, len(adjusted)) for c, p in zip(out.comparisons, adjusted)]
     out.unpaired = list(dict.fromkeys(out.unpaired))
     return out
 
@@ -198,12 +198,15 @@ def _one(settings, metric, a, b, seeds, runs_a, runs_b) -> Comparison:
                       values_b=tuple(vb.tolist()), settings=label)
 
 
-def _judged(c: Comparison, p_holm: float) -> Comparison:
+def _judged(c: Comparison, p_holm: float, m: int) -> Comparison:
+    """Holm's p, the verdict word, and for an inconclusive comparison the seeds that would make
+    it significant at 80% power even at Holm's strictest level (ALPHA / m comparisons)."""
     from dataclasses import replace
 
     c = replace(c, p_holm=p_holm)
     word = verdict_word(c)
-    return replace(c, verdict=word, seeds_needed=seeds_needed(c.mean_diff, c.sd) if word == "inconclusive" else None)
+    need = seeds_needed(c.mean_diff, c.sd, ALPHA / m) if word == "inconclusive" else None
+    return replace(c, verdict=word, seeds_needed=need)
 
 
 def winners(comparisons: list[Comparison], present: dict[str, set] | None = None) -> dict[tuple[str, str], str]:

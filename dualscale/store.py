@@ -206,10 +206,13 @@ class Store:
         arrays = {"samples": run.samples(), "alpha": run.alpha(), "losses": run.loss_history().astype(np.float16)}
         return self.save(run.config, None, run.metrics, arrays, made=made or run.made, created=run.created, root=root)
 
-    def update_metrics(self, run: Run, metrics: dict) -> Run:
-        """Add or replace metrics in a stored run's run.json (atomically; the arrays stay as they are)."""
+    def update_metrics(self, run: Run, metrics: dict, made: dict | None = None) -> Run:
+        """Add or replace metrics (and the record of how it was made) in a stored run's run.json
+        (atomically; the arrays stay as they are)."""
         meta = _read_json(run.path / "run.json")
         meta["metrics"] = {**meta["metrics"], **metrics}
+        if made is not None:
+            meta["made"] = made
         _write_json(run.path / "run.json", meta)
         return _open_run(run.path, run.is_reference)
 

@@ -18,13 +18,9 @@ import torch
 from .config import TrainConfig
 from .data import make_dataset
 from .diffusion import NoiseSchedule, sample
-from .events import Progress
+from .events import Progress, TrainingFailed
 from .models import Denoiser, build_model
 from .system import keep_freed_memory
-
-
-class TrainingFailed(RuntimeError):
-    """The run cannot go on (a non-finite loss); the message is one line for the user."""
 
 
 @dataclass
