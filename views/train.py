@@ -8,7 +8,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import pandas as pd
 import streamlit as st
 
 from dualscale import METRICS
@@ -172,12 +171,14 @@ def recent_runs() -> None:
         st.caption("No runs were started in this store yet.")
         return
     kl = METRICS["kl_divergence"]
-    rows = [{"run": s.run_id, "outcome": s.state,
-             "started": time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(s.started)) if s.started else "–",
-             "steps": f"{s.step:,} / {s.total:,}" if s.total else "–",
-             "KL": kl.format(s.metrics["kl_divergence"]) if s.metrics and "kl_divergence" in s.metrics else "",
-             "note": s.error or ""} for s in recent]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="recent_runs")
+    icons = {"done": "✅", "failed": "❌", "cancelled": "⏹️", "stopped": "⚠️"}
+    lines = []
+    for s in recent:
+        when = time.strftime("%H:%M:%S", time.localtime(s.started)) if s.started else "–"
+        extra = (f" · KL {kl.format(s.metrics['kl_divergence'])}" if s.metrics and "kl_divergence" in s.metrics
+                 else f" · {s.error}" if s.error else f" · step {s.step:,} / {s.total:,}" if s.total else "")
+        lines.append(f"- {icons.get(s.state, '⏳')} `{s.run_id}` **{s.state}** · started {when}{extra}")
+    st.markdown("\n".join(lines))
 
 
 st.title("Train")

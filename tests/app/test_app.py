@@ -240,8 +240,8 @@ def test_train_page_starts_watches_and_cancels_a_worker(store_root, tmp_path, mo
         wait_for(lambda: f"`{cfg.run_id}` was cancelled" in texts(ok(at.run()).warning), timeout=30)
         assert store.find(cfg) is None  # nothing that looks finished
         assert "Start training" in [b.label for b in at.button]
-        recent = next(d.value for d in at.dataframe if "outcome" in d.value.columns)
-        assert recent.iloc[0]["run"] == cfg.run_id and recent.iloc[0]["outcome"] == "cancelled"  # newest first
+        recent = next(m.value for m in at.markdown if m.value.startswith("- "))
+        assert recent.splitlines()[0].split("`")[1] == cfg.run_id and "**cancelled**" in recent.splitlines()[0]
     finally:
         stop_workers(root)
 

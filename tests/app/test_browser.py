@@ -242,7 +242,11 @@ def test_a_short_run_trains_live_survives_a_reload_and_finishes(server, page):
     no_exception(page)
 
     wait_until(lambda: Store(root).find(LIVE) is not None, 120, "the run to be stored", page)
+    page.reload()  # finished while nobody watched: Recent runs (from the store) still tells
     page.get_by_text("Nothing is training right now.").wait_for(timeout=TIMEOUT_MS)
+    recent = page.locator('[data-testid="stMarkdownContainer"] li', has_text=LIVE.run_id).first
+    recent.wait_for()
+    assert "done" in recent.inner_text()
     no_exception(page)
 
 
