@@ -16,11 +16,13 @@ from plotly.subplots import make_subplots
 from .metrics import METRICS
 from .paper import PAPER_METRICS
 
-VARIANT_COLORS = {"baseline": "#6c7a89", "fixed": "#e67e22", "adaptive": "#16a085"}
+VARIANT_COLORS = {"baseline": "#2e86de", "fixed": "#e67e22", "adaptive": "#16a085"}  # none grey: grey is the data
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
                   "#2c3e50", "#c0392b", "#7f8c8d", "#1abc9c", "#9b59b6", "#34495e", "#e84393",
                   "#00b894", "#6c5ce7")
-REAL_COLOR = "rgba(150,150,150,0.25)"
+REAL_COLOR = "rgba(150,150,150,0.25)"          # real data behind the reverse process
+REAL_ON_TOP = "rgba(30,30,30,0.45)"             # real data drawn over 10k samples, so it stays visible
+MODEBAR = {"orientation": "v"}                  # the toolbar down the right edge, off the panel titles
 
 
 def thin(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -63,21 +65,21 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
                         shared_yaxes="all", horizontal_spacing=0.03)
     background = thin(real, n_real)
     for col, name in enumerate(names, start=1):
-        fig.add_trace(go.Scattergl(**_xy(background), mode="markers", name="real data",
-                                   marker={"size": 3, "color": REAL_COLOR},
-                                   showlegend=col == 1, legendgroup="real", hoverinfo="skip"),
-                      row=1, col=col)
         pts = panels[name]
         if pts is None:
             _empty_note(fig, col, "no run yet")
-            continue
-        color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
-        fig.add_trace(go.Scattergl(**_xy(pts), mode="markers", name=f"{name} samples",
-                                   marker={"size": 2.5, "color": color, "opacity": 0.55}),
+        else:
+            color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
+            fig.add_trace(go.Scattergl(**_xy(pts), mode="markers", name=f"{name} samples",
+                                       marker={"size": 2.5, "color": color, "opacity": 0.5}),
+                          row=1, col=col)
+        fig.add_trace(go.Scattergl(**_xy(background), mode="markers", name="real data",  # on top
+                                   marker={"size": 2, "color": REAL_ON_TOP},
+                                   showlegend=col == 1, legendgroup="real", hoverinfo="skip"),
                       row=1, col=col)
     _square_axes(fig, len(names), _limit(real, *[p for p in panels.values() if p is not None]))
     fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.08}, dragmode="zoom")
+                      legend={"orientation": "h", "y": -0.08}, dragmode="zoom", modebar=MODEBAR)
     return fig
 
 
@@ -141,18 +143,26 @@ def _trajectory_step(names, trajectories, t: int) -> list[go.Scatter]:
     return traces
 
 
+def step_label(t: int) -> str:
+    """A stored frame's name in the timesteps of alpha(t) and training (0..T-1): frame T is the
+    noise the step at t = T-1 starts from; frame t >= 1 is the input of step t-1; frame 0 is x0."""
+    return "x0 (data)" if t == 0 else f"t = {t - 1}"
+
+
 def _add_player(fig: go.Figure, frame_ts: list[int]) -> None:
     """Slider over the frames (labelled by t) and Play / Pause buttons."""
     still = {"mode": "immediate", "frame": {"duration": 0, "redraw": False},
              "transition": {"duration": 0}}
-    steps = [{"method": "animate", "label": str(t), "args": [[str(t)], still]} for t in frame_ts]
+    steps = [{"method": "animate", "label": step_label(t), "args": [[str(t)], still]} for t in frame_ts]
     play = {"frame": {"duration": 150, "redraw": False}, "fromcurrent": True,
             "transition": {"duration": 0}, "mode": "immediate"}
     fig.update_layout(
-        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "timestep t = "},
-                  "pad": {"t": 30}, "x": 0.18, "len": 0.82}],
-        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": 0, "xanchor": "left",
-                      "yanchor": "top", "pad": {"t": 55},
+        sliders=[{"active": 0, "steps": steps, "currentvalue": {"prefix": "denoiser input at "},
+                  "pad": {"t": 30}, "x": 0.0, "len": 1.0}],
+        modebar=MODEBAR,
+        # above the panels, so that no width can put a button over the slider
+        updatemenus=[{"type": "buttons", "direction": "left", "x": 0.0, "y": 1.02, "xanchor": "left",
+                      "yanchor": "bottom", "pad": {"b": 22},
                       "buttons": [{"label": "▶ Play", "method": "animate", "args": [None, play]},
                                   {"label": "❚❚ Pause", "method": "animate",
                                    "args": [[None], still]}]}])

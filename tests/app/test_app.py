@@ -258,7 +258,12 @@ def test_samples_page_shows_three_variants_and_the_reverse_process(app):
     sample_traces = [t for t in scatter["data"] if t["name"].endswith("samples")]
     assert len(sample_traces) == 3 and len(values(sample_traces[0]["x"])) == SMALL["n_samples"]
     labels = [s["label"] for s in anim["layout"]["sliders"][0]["steps"]]
-    assert labels[0] == "100" and labels[-1] == "0" and len(anim["frames"]) == len(labels)
+    assert labels[0] == "t = 99" and labels[-1] == "x0 (data)" and len(anim["frames"]) == len(labels)  # alpha(t)'s t
+    assert anim["layout"]["modebar"]["orientation"] == "v" == scatter["layout"]["modebar"]["orientation"]
+    real_first = [t["name"] for t in scatter["data"] if t["name"] in ("real data", "baseline samples")][:2]
+    assert real_first == ["baseline samples", "real data"]  # the data is drawn over the samples
+    rgb = [int(scatter["data"][0]["marker"]["color"][i:i + 2], 16) for i in (1, 3, 5)]
+    assert max(rgb) - min(rgb) > 60  # the baseline's samples are not grey: grey is the real data
     assert [b["label"] for b in anim["layout"]["updatemenus"][0]["buttons"]][0].endswith("Play")
     # Another dataset in the sidebar draws other runs: circle has only an adaptive run.
     select(app, dataset="circle")

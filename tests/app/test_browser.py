@@ -190,10 +190,17 @@ def test_every_page_renders_with_the_test_runs(page):
         set_number(page, LABELS[name], value)
     go(page, "Samples", "Samples")
     animation = page.locator(".js-plotly-plot").nth(1)  # after the samples: the reverse process
-    label = animation.locator("text.slider-label", has_text="timestep t =")
-    assert label.text_content() == "timestep t = 100"  # starts from pure noise
+    label = animation.locator("text.slider-label", has_text="denoiser input at")
+    assert label.text_content() == "denoiser input at t = 99"  # starts from pure noise, alpha(t)'s timesteps
     animation.locator(".updatemenu-button", has_text="Play").click()
-    wait_until(lambda: label.text_content() == "timestep t = 0", 30, "the animation to reach t = 0")
+    wait_until(lambda: label.text_content() == "denoiser input at x0 (data)", 30, "the animation to reach the data")
+    # Pause sits above the panels, the slider below them: they never overlap, at any width
+    page.set_viewport_size({"width": 390, "height": 900})
+    page.wait_for_timeout(500)
+    pause = animation.locator(".updatemenu-button", has_text="Pause").bounding_box()
+    rail = animation.locator(".slider-rail-rect").bounding_box()
+    assert pause["y"] + pause["height"] <= rail["y"] or rail["y"] + rail["height"] <= pause["y"]
+    page.set_viewport_size({"width": 1400, "height": 1000})
     go(page, "alpha(t)", "alpha(t)")
     page.locator(".js-plotly-plot").nth(1).wait_for()  # alpha(t) curves + loss curves
     go(page, "Train", "Train")
