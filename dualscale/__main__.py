@@ -305,6 +305,13 @@ def main(argv=None) -> int:
     except (ValueError, StoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except MemoryError:  # the estimate let it through, the machine did not: nothing was stored
+        print("error: out of memory; lower steps, n_points or n_samples (nothing was stored)", file=sys.stderr)
+        return EXIT_FAILED
+    except OSError as e:  # a full disk, a vanished folder: the store's writes are atomic, nothing is half-written
+        print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; nothing was stored",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -67,8 +67,11 @@ class Selection:
         return self.config or TrainConfig(dataset=self.dataset, variant=self.variant)
 
 
-def selection() -> Selection:
-    """Read what app.py's sidebar stored for this rerun."""
+def selection(unused: str = "") -> Selection:
+    """Read what app.py's sidebar stored for this rerun; `unused` names the sidebar controls this
+    page ignores, and the sidebar says so under them."""
+    if unused:
+        st.sidebar.caption(f":material/info: {unused} do not apply on this page.")
     return st.session_state["selection"]
 
 

@@ -20,7 +20,7 @@ def column_config() -> dict:
     return config
 
 
-sel = common.selection()
+sel = common.selection("Dataset, variant and seed")
 st.title("Results")
 frame = metrics_frame(common.all_runs())
 for problem in common.store().problems():  # unreadable run folders are skipped, not hidden

@@ -24,7 +24,7 @@ def panels_figure(root: str, dataset: str, keys: tuple):
     return sample_panels(real, samples), trajectory_animation(real, trajs, notes=notes)
 
 
-sel = common.selection()
+sel = common.selection("Variant (all three are shown)")
 st.title("Samples")
 runs = common.all_runs()
 shown = {v: common.pick_run(sel.dataset, v, sel.settings, runs) for v in VARIANTS}

@@ -24,7 +24,7 @@ def verdicts(root: str, key: tuple, settings_json: str):
     return compare(frame, JUDGED) if len(frame) else None
 
 
-sel = common.selection()
+sel = common.selection("Dataset, variant and seed")
 st.title("Does adaptive dual-scale denoising help?")
 st.markdown(
     "This app reproduces *Adaptive Dual-Scale Denoising for Dynamic Feature Balancing in Low-Dimensional "
@@ -35,8 +35,8 @@ st.markdown(
 runs = common.all_runs()
 key = tuple(sorted((r.id, common.stamp(r)) for r in runs))
 result = verdicts(common.store_root(), key, sel.settings.to_json())
-st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; dataset, "
-           "variant and seed do not apply here: every dataset and seed is used).")
+st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
+           "and seed is used).")
 if result is None or not result.comparisons:
     st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants. "
             "Add seeds with `python -m dualscale reproduce --seeds 0-9`.")

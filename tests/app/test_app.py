@@ -111,6 +111,15 @@ def test_results_stars_only_significant_differences(app):
     assert "★ = significantly better than both other variants" in texts(app.caption)
 
 
+def test_sidebar_says_which_controls_a_page_ignores(app):
+    for name, ignored in (("results", "Dataset, variant and seed"), ("verdict", "Dataset, variant and seed"),
+                          ("samples", "Variant"), ("alpha", "Variant and seed")):
+        page(app, name)
+        assert f"{ignored}" in texts(app.sidebar.caption) and "do not apply on this page" in texts(app.sidebar.caption)
+    page(app, "train")
+    assert "do not apply" not in texts(app.sidebar.caption)  # Train uses every control
+
+
 def test_results_never_pools_runs_of_other_settings(app):
     page(app, "results")
     assert not app.toggle  # no switch that would average 150-step runs with 10,000-step ones
