@@ -165,6 +165,7 @@ def test_choices_persist_across_pages(app):
     ("steps", 0, "steps must be in 1.."),
     ("lr", -0.001, "lr must be > 0"),
     ("batch_size", 5000, "exceeds n_points"),
+    ("n_points", 10**12, "this run needs about"),  # refused before Start, not 3.7 s after it
 ])
 def test_impossible_settings_are_refused_with_one_line(app, name, value, message):
     app.number_input(key=f"cfg_{name}").set_value(value)
@@ -329,6 +330,22 @@ def test_samples_and_alpha_show_only_runs_with_the_sidebars_settings(app):
     assert "stored runs with other settings are not shown here (steps 150" in texts(app.caption)
 
 
+def test_a_run_with_a_malformed_metric_is_one_line_and_the_pages_still_draw(store_root, tmp_path, monkeypatch):
+    root = copy_store(store_root, tmp_path / "store")
+    run = Store(root).find(small_config("moons", "fixed", 0))
+    meta = json.loads((run.path / "run.json").read_text())
+    meta["metrics"]["kl_divergence"] = "oops"
+    (run.path / "run.json").write_text(json.dumps(meta))
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at)
+    for name in ("results", "train", "samples", "alpha", "verdict"):
+        page(at, name)
+    page(at, "results")
+    assert any("metric 'kl_divergence' is 'oops'" in w.value and "\n" not in w.value for w in at.warning)
+    assert f"{len(RUNS) - 1} runs with the sidebar's training settings" in texts(at.caption)
+
+
 # ------------------------------------------------------------------------------- alpha(t)
 
 def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
@@ -366,6 +383,9 @@ def test_summarize_progress_events():
     failed = summarize("r", events + [{"event": "failed", "error": "loss became nan"}], False)
     assert failed.state == "failed" and failed.error == "loss became nan"
     assert summarize("r", events + [{"event": "evaluating"}], alive=True).state == "evaluating"
+    sampling = summarize("r", events + [{"event": "evaluating"}, {"event": "phase", "name": "eval loss", "index": 1},
+                                        {"event": "phase", "name": "sampling", "index": 2}], alive=True)
+    assert (sampling.state, sampling.phase, sampling.phase_index) == ("evaluating", "sampling", 2)
     assert summarize("r", events, alive=False).state == "unknown"
     assert summarize("r", [], alive=True).state == "starting"
 
