@@ -78,12 +78,7 @@ def live_run(status: JobStatus, info: dict) -> None:
     """One run in progress: progress bar, speed, ETA, the loss so far, alpha(t) if adaptive."""
     c = info.get("config") or {}
     with st.container(border=True):
-        head, button = st.columns([5, 1])
-        head.markdown(f"**{c.get('dataset', '?')} · {c.get('variant', '?')} · seed "
-                      f"{c.get('seed', '?')}** `{status.run_id}` — {status.state}")
-        if button.button("Cancel", key=f"cancel_{status.run_id}"):
-            registry.cancel(status.run_id)
-            st.toast(f"Cancelling {status.run_id}…")
+        run_header(c.get("dataset", "?"), c.get("variant", "?"), c.get("seed", "?"), status.run_id, status.state)
         st.progress(status.fraction, text=(f"step {status.step:,} / {status.total:,}"
                                            + (" · training done" if status.state == "evaluating" else ""))
                     if status.total else f"{status.state}…")
@@ -136,14 +131,18 @@ def outcome(status: JobStatus) -> None:
         st.error(f"`{status.run_id}` failed: {status.error}")
 
 
+def run_header(dataset, variant, seed, run_id: str, state: str) -> None:
+    """A run's title line and its Cancel button (running: SIGTERM to its worker; queued: dropped)."""
+    head, button = st.columns([5, 1])
+    head.markdown(f"**{dataset} · {variant} · seed {seed}** `{run_id}` — {state}")
+    if button.button("Cancel", key=f"cancel_{run_id}"):
+        registry.cancel(run_id)
+        st.toast(f"Cancelling {run_id}…")
+
+
 def queued_run(cfg) -> None:
     with st.container(border=True):
-        head, button = st.columns([5, 1])
-        head.markdown(f"**{cfg.dataset} · {cfg.variant} · seed {cfg.seed}** `{cfg.run_id}` — queued "
-                      f"(at most {registry.jobs} at once)")
-        if button.button("Cancel", key=f"cancel_queued_{cfg.run_id}"):
-            registry.cancel(cfg.run_id)
-            st.toast(f"Removed {cfg.run_id} from the queue")
+        run_header(cfg.dataset, cfg.variant, cfg.seed, cfg.run_id, f"queued (at most {registry.jobs} at once)")
 
 
 def live_panel(running_at_start: frozenset) -> None:
