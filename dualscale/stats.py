@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import SELECTION
+from .config import SELECTION, fields
 from .metrics import METRICS
 
 PAIRS = (("adaptive", "baseline"), ("adaptive", "fixed"), ("fixed", "baseline"))
@@ -152,7 +152,8 @@ def compare(frame, metrics=None, pairs=PAIRS) -> Verdicts:
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
     frame = frame.drop_duplicates("run_id")  # a config stored locally and shipped counts once
-    others = [c for c in frame.columns if c in _setting_columns() and c not in ("variant", "seed")]
+    names = {f.name for f in fields()}
+    others = [c for c in frame.columns if c in names and c not in ("variant", "seed")]
     out = Verdicts()
     for key, group in frame.groupby(others, sort=False, dropna=False):
         settings = dict(zip(others, key if isinstance(key, tuple) else (key,)))
@@ -175,12 +176,6 @@ def compare(frame, metrics=None, pairs=PAIRS) -> Verdicts:
     out.comparisons = [_judged(c, p, len(adjusted)) for c, p in zip(out.comparisons, adjusted)]
     out.unpaired = list(dict.fromkeys(out.unpaired))
     return out
-
-
-def _setting_columns() -> set[str]:
-    from .config import fields
-
-    return {f.name for f in fields()}
 
 
 def _unpaired(dataset, runs_a, runs_b, a, b) -> list[Unpaired]:

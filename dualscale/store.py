@@ -44,28 +44,23 @@ class Run:
     is_reference: bool
     created: float
     made: dict = field(default_factory=dict)  # how the run was made (device, threads, torch, half, command)
+    files: dict = field(default_factory=dict)  # file name -> SHA-256, as run.json lists them when opened
     _cache: dict = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def light(self) -> bool:
         """Shipped without weights and trajectory (seeds past 0 of the reference runs)."""
-        return "weights.npz" not in self._files()
-
-    def _files(self) -> dict:
-        return _read_json(self.path / "run.json")["files"]
+        return "weights.npz" not in self.files
 
     def _arrays(self, name: str) -> dict:
         if name not in self._cache:  # verified once per Run object, then served from memory
-            self._cache[name] = _load_npz(self.path / name, self.meta_hash(name))
+            self._cache[name] = _load_npz(self.path / name, self.files[name])
         return self._cache[name]
-
-    def meta_hash(self, name: str) -> str:
-        return _read_json(self.path / "run.json")["files"][name]
 
     def verify(self) -> "Run":
         """Check every file run.json lists against its hash; a damaged or missing one is a StoreError
         that says how to get the run back."""
-        for name, expected in self._files().items():
+        for name, expected in self.files.items():
             path = self.path / name
             if not path.is_file() or _sha256(path) != expected:
                 raise StoreError(f"run {self.id}: {name} is {'missing' if not path.is_file() else 'damaged'} "
@@ -93,7 +88,7 @@ class Run:
         """{"online": state_dict, "ema": state_dict} as float32 tensors."""
         import torch  # lazy: reading tables and samples (the dashboard) needs no torch
 
-        if "weights.npz" not in self._files():
+        if "weights.npz" not in self.files:
             raise StoreError(f"run {self.id} ships without weights (a light run); retrain it to get a model")
         out: dict[str, dict] = {"online": {}, "ema": {}}
         for key, value in self._arrays("weights.npz").items():
@@ -368,7 +363,7 @@ def _open_run(path: Path, is_reference: bool) -> Run:
     if config.run_id != path.name or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
         raise StoreError(f"{path}: folder name and config disagree; the run was moved or edited")
     made = meta.get("made") if isinstance(meta.get("made"), dict) else {}
-    return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)), made)
+    return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)), made, dict(files))
 
 
 def _checked_metrics(metrics) -> dict:
