@@ -16,12 +16,16 @@ import re
 from dataclasses import dataclass, field
 
 from .data import DATASETS
-from .schedules import BETA_SCHEDULES
+from .schedules import BETA_END, BETA_SCHEDULES, BETA_START, PREDICTIONS, USES_BETA_END, ZERO_TERMINAL_SNR
 
 VARIANTS = ("baseline", "fixed", "adaptive")
 SCHEDULES = tuple(BETA_SCHEDULES)
 WEIGHT_NETS = ("sigmoid", "softmax")
 SELECTION = ("dataset", "variant", "seed")  # what a sweep varies; the rest are "training settings"
+# Settings added after runs were shipped: left out of the run id while at their default, so every
+# run stored before them keeps its id (and its folder).
+LATER = ("beta_end", "prediction", "compute_precision")
+PRECISIONS = ("fp32", "tf32", "bf16")
 
 
 def setting(default, label: str, help: str, *, choices=None, low=None, high=None, low_open=False,
@@ -55,11 +59,22 @@ class TrainConfig:
     n_points: int = setting(100_000, "Training points", "points drawn from the dataset (seed 42, as the "
                             "reference)", low=10, why=" (the metrics use k = 5 neighbours)", step=1000)
     timesteps: int = setting(100, "Diffusion steps T", "diffusion steps", low=2, high=10_000, step=10)
-    beta_schedule: str = setting("linear", "Noise schedule", "betas from 1e-4 to 0.02", choices=SCHEDULES)
+    beta_schedule: str = setting("linear", "Noise schedule", "linear: betas from 1e-4 to beta_end (the paper); "
+                                 "cosine: Nichol & Dhariwal 2021; zero_snr: linear rescaled to zero terminal SNR "
+                                 "(Lin et al. 2024; needs prediction v)", choices=SCHEDULES)
+    beta_end: float = setting(BETA_END, "Last beta (linear, quadratic, zero_snr)", "the last step's beta: 0.02 "
+                              "leaves abar_T = 0.364 at T = 100, 0.05 leaves 0.078, 0.1 leaves 0.0056",
+                              low=BETA_START, low_open=True, high=0.999, why=" (above the first beta, 1e-4)",
+                              step=0.01, fmt="%.4f")
+    prediction: str = setting("eps", "Network predicts", "eps: the noise (Ho et al. 2020); v: sqrt(abar) eps - "
+                              "sqrt(1 - abar) x0 (Salimans & Ho 2022), defined at SNR 0", choices=PREDICTIONS)
     kl_weight: float = setting(0.0, "KL weight λ", "lambda of the paper's text: loss = MSE + lambda * VLB KL "
                                "(bits/dim)", low=0, high=100, step=0.05, fmt="%.3f")
     weight_net: str = setting("sigmoid", "alpha(t) network (adaptive)", "adaptive only: sigmoid (the tables' "
                               "net) or softmax (the deeper later net)", choices=WEIGHT_NETS)
+    compute_precision: str = setting("fp32", "Compute precision", "fp32: bit-identical reruns (the default); tf32: CUDA matmuls "
+                             "in TF32; bf16: autocast to bfloat16 (CPUs with bf16 instructions, GPUs)",
+                             choices=PRECISIONS)
     n_samples: int = setting(10_000, "Samples for evaluation", "points sampled for the metrics and the plots",
                              low=10, why=" (the KL uses k = 5 neighbours)", step=1000)
 
@@ -76,6 +91,11 @@ class TrainConfig:
             _check(f, getattr(self, f.name))
         if self.batch_size > self.n_points:
             raise ValueError(f"batch_size ({self.batch_size}) exceeds n_points ({self.n_points})")
+        if self.beta_schedule in ZERO_TERMINAL_SNR and self.prediction == "eps":
+            raise ValueError(f"beta_schedule {self.beta_schedule} reaches SNR 0, where eps is undefined; "
+                             "use prediction v")
+        if self.beta_end != BETA_END and self.beta_schedule not in USES_BETA_END:
+            raise ValueError(f"beta_end applies to the {', '.join(USES_BETA_END)} schedules, not {self.beta_schedule}")
         return self
 
     def memory_estimate(self) -> int:
@@ -123,7 +143,8 @@ class TrainConfig:
     @property
     def run_id(self) -> str:
         """Stable 12-hex id of the settings (the device is not part of it)."""
-        blob = json.dumps(self.to_dict(), sort_keys=True)
+        d = self.to_dict()
+        blob = json.dumps({k: v for k, v in d.items() if k not in LATER or v != getattr(TrainConfig, k)}, sort_keys=True)
         return f"{self.dataset}-{self.variant}-s{self.seed}-" + hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 

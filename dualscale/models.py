@@ -96,7 +96,7 @@ class Branches(nn.Module):
         k, b, _ = xy.shape
         emb = sinusoidal(xy, COORD_SCALE, self.freqs).reshape(k, b, 2 * EMBED_DIM)  # (K, B, 256) = [E(x), E(y)]
         t_part = t_table[:, t:t + 1] if isinstance(t, int) else t_table[:, t]  # (K, 1 or B, 256)
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() or torch.is_autocast_enabled(xy.device.type):  # autocast: no in-place mixing of dtypes
             h = torch.bmm(emb, self.w_in_xy) + t_part
             for w, bias in zip(self.w_res, self.b_res):
                 h = torch.baddbmm(h + bias, torch.relu(h), w)  # h + b + relu(h) W: (K, B, 256)

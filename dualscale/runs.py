@@ -77,8 +77,7 @@ def _train_and_store(config, store, dev, previews, half, every):
             break
         yield _phase(store, config, name)
     yield _phase(store, config, "saving")
-    made = {"device": str(dev), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
-            "command": remake_command(config, dev.type, half)}
+    made = made_record(dev, half, remake_command(config, dev.type, half))
     metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
     arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
               "traj_t": ev.traj_t, "trajectory": ev.trajectory}
@@ -86,19 +85,46 @@ def _train_and_store(config, store, dev, previews, half, every):
     return store.save(config, weights, metrics, arrays, half=half, made=made)
 
 
-def rescore(store: Store, metrics=None, runs=None):
-    """Compute the registry's sample metrics that stored runs lack, from their stored samples and
-    the seed-42 data they trained on; record them in run.json. Yields (run, {metric: value})."""
-    from .data import make_dataset
-    from .metrics import METRICS
+def made_record(device, half: bool, command: str) -> dict:
+    """How a run is made: device, torch threads and version, float16 weights, the command that remakes it."""
+    return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
+            "command": command}
 
-    names = [m for m in (metrics or METRICS) if METRICS[m].from_samples is not None]
+
+def rescore(store: Store, metrics=None, runs=None):
+    """Compute the registry metrics that stored runs lack and record them in run.json. Yields
+    (run, {metric: value}).
+
+    From the stored samples and the seed-42 data: every sample metric. From the data and the
+    schedule: start_mismatch. From the weights (runs that ship them): kl_oracle_start, sampled
+    from q(x_T) with a generator seeded by the run's seed."""
+    from .data import make_dataset
+    from .evaluate import oracle_samples
+    from .metrics import METRICS, kl_divergence, start_mismatch
+    from .train import make_schedule
+
+    wanted = list(metrics or METRICS)
+    names = [m for m in wanted if METRICS[m].from_samples is not None]
+    mismatch: dict[tuple, float] = {}  # the same for every run of a dataset and schedule
     for run in (store.runs() if runs is None else runs):
         missing = [m for m in names if m not in run.metrics]
-        if not missing:
+        start = [m for m in ("start_mismatch", "kl_oracle_start") if m in wanted and m not in run.metrics
+                 and not (m == "kl_oracle_start" and run.light)]
+        if not missing and not start:
             continue
-        real, samples = make_dataset(run.config.dataset, run.config.n_points), run.samples()
-        values = {m: METRICS[m].from_samples(real, samples) for m in missing}
+        real = make_dataset(run.config.dataset, run.config.n_points)
+        values = {m: METRICS[m].from_samples(real, run.samples()) for m in missing}
+        schedule = make_schedule(run.config)
+        if "start_mismatch" in start:
+            key = (run.config.dataset, run.config.n_points, run.config.timesteps, run.config.beta_schedule,
+                   run.config.beta_end)
+            if key not in mismatch:
+                mismatch[key] = start_mismatch(real, float(schedule.alphas_cumprod[-1]))
+            values["start_mismatch"] = mismatch[key]
+        if "kl_oracle_start" in start:
+            oracle = oracle_samples(run.load_model("ema"), schedule, torch.from_numpy(real), run.config.n_samples,
+                                    torch.Generator().manual_seed(run.config.seed))
+            values["kl_oracle_start"] = kl_divergence(real, oracle)
         yield store.update_metrics(run, values), values
 
 

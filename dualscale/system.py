@@ -5,6 +5,7 @@ engine modules stay about the math and a new kind of machine is one place to tea
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import sys
@@ -118,3 +119,26 @@ def lower_priority(pid: int, niceness: int = 10) -> None:
         os.setpriority(os.PRIO_PROCESS, pid, niceness)
     except (AttributeError, OSError):  # not on every platform; a slower UI is no error
         pass
+
+
+@contextlib.contextmanager
+def precision(name: str, device):
+    """fp32 (default, untouched), tf32 (CUDA matmuls in TF32) or bf16 (autocast to bfloat16)."""
+    if name == "fp32":
+        yield
+    elif name == "tf32":
+        if device.type != "cuda":
+            raise ValueError("precision tf32 is a CUDA GPU's; on a CPU use bf16 or fp32")
+        import torch
+
+        old = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = True
+        try:
+            yield
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = old
+    else:
+        import torch
+
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            yield

@@ -20,7 +20,7 @@ from .data import make_dataset
 from .diffusion import NoiseSchedule, sample
 from .events import Progress, TrainingFailed
 from .models import Denoiser, build_model
-from .system import keep_freed_memory
+from .system import keep_freed_memory, precision
 
 
 @dataclass
@@ -33,6 +33,7 @@ class Trained:
     losses: np.ndarray                    # (steps,) per-step training loss
     training_time: float
     generator: torch.Generator = field(repr=False)
+    precision: str = "fp32"
 
 
 class Ema:
@@ -146,11 +147,16 @@ def batch_indices(n: int, batch: int, g: torch.Generator, device: torch.device):
 
 def loss_fn(model, schedule, x0, t, eps, kl_weight: float) -> torch.Tensor:
     xt = schedule.add_noise(x0, eps, t)  # (B, 2)
-    eps_hat = model(xt, t)  # (B, 2)
-    loss = torch.nn.functional.mse_loss(eps_hat, eps)
+    out = model(xt, t).float()  # (B, 2): eps_hat or v_hat
+    loss = torch.nn.functional.mse_loss(out, schedule.target(x0, eps, t))
     if kl_weight:
-        loss = loss + kl_weight * schedule.vlb_kl(x0, xt, eps_hat, t).mean()
+        loss = loss + kl_weight * schedule.vlb_kl(x0, xt, out, t).mean()
     return loss
+
+
+def make_schedule(config: TrainConfig) -> NoiseSchedule:
+    return NoiseSchedule(config.timesteps, beta_end=config.beta_end, schedule=config.beta_schedule,
+                         prediction=config.prediction)
 
 
 def setup(config: TrainConfig, device: torch.device):
@@ -160,7 +166,7 @@ def setup(config: TrainConfig, device: torch.device):
     ema_model = build_model(config).to(device)
     ema_model.load_state_dict(model.state_dict())
     ema_model.requires_grad_(False)
-    schedule = NoiseSchedule(config.timesteps, schedule=config.beta_schedule).to(device)
+    schedule = make_schedule(config).to(device)
     data = torch.from_numpy(make_dataset(config.dataset, config.n_points)).to(device)
     g = torch.Generator(device=device).manual_seed(config.seed)
     return model, ema_model, schedule, data, g
@@ -198,13 +204,15 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     """
     config.validate()
     device = torch.device(device)
+    with precision(config.compute_precision, device):  # tf32 on a CPU: refused before any work
+        pass
     if device.type == "cpu":
         keep_freed_memory()
     model, ema_model, schedule, data, g = setup(config, device)
     # The plain MSE has a hand-written backward (Denoiser.mse_and_grads) over flat parameters;
-    # the VLB term goes through autograd.
-    manual = None if config.kl_weight else (
-        lambda x0, t, eps: model.mse_and_grads(schedule.add_noise(x0, eps, t), t, eps))
+    # the VLB term and bf16 autocast go through autograd.
+    manual = None if config.kl_weight or config.compute_precision == "bf16" else (
+        lambda x0, t, eps: model.mse_and_grads(schedule.add_noise(x0, eps, t), t, schedule.target(x0, eps, t)))
     if manual:
         params = [flatten_(model)]
         ema = Ema(params, [flatten_(ema_model, grad=False)])
@@ -213,6 +221,10 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     opt = make_optimizer(params, config, device)
 
     def step(x0, t, eps):  # loss, gradients, clipping, AdamW: everything per step on the device
+        with precision(config.compute_precision, device):
+            return _step(x0, t, eps)
+
+    def _step(x0, t, eps):
         if manual:
             loss = manual(x0, t, eps)  # fills every .grad
             clip_norm_(params[0].grad, config.grad_clip)
@@ -258,7 +270,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
             yield Progress(done, config.steps, mean, lr, elapsed, **extra)
             last = done
     training_time = time.perf_counter() - start - spent
-    return Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g)
+    return Trained(model, ema_model, schedule, data, losses.cpu().numpy(), training_time, g, config.compute_precision)
 
 
 def fit(config: TrainConfig, device: str | torch.device = "cpu", **kw) -> Trained:

@@ -28,8 +28,8 @@ def test_quadratic_schedule_values():
     q = NoiseSchedule(100, schedule="quadratic")
     assert q.betas[50].item() == pytest.approx(0.005833052564412355, rel=1e-6)
     assert q.alphas_cumprod[99].item() == pytest.approx(0.4845898151397705, rel=1e-6)
-    with pytest.raises(ValueError, match="linear, quadratic"):
-        NoiseSchedule(100, schedule="cosine")
+    with pytest.raises(ValueError, match="linear, quadratic, cosine, zero_snr"):
+        NoiseSchedule(100, schedule="sigmoid")
 
 
 def test_reverse_mean_matches_eps_form():
