@@ -34,9 +34,9 @@ def med(xs):
     return f"{statistics.median(xs):8.3f} (min {min(xs):.3f}, max {max(xs):.3f})"
 
 
-def step_ms(variant: str, device: str, block: int, repeats: int) -> list[float]:
+def step_ms(variant: str, device: str, block: int, repeats: int, precision: str = "fp32") -> list[float]:
     """ms per step over `repeats` blocks of `block` steps, after a warm-up block."""
-    cfg = TrainConfig(dataset="dino", variant=variant, steps=block * (repeats + 1))
+    cfg = TrainConfig(dataset="dino", variant=variant, steps=block * (repeats + 1), compute_precision=precision)
     elapsed = [e.elapsed for e in train(cfg, device, every=block)]
     return [(b - a) / block * 1000 for a, b in zip(elapsed[:-1], elapsed[1:])]
 
@@ -94,6 +94,8 @@ def main() -> None:
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--block", type=int, default=200, help="training steps per timed block")
     p.add_argument("--quick", action="store_true", help="fewer, shorter blocks (a smoke run)")
+    p.add_argument("--precision", nargs="*", default=[], choices=("tf32", "bf16"),
+                   help="also time the adaptive step in these precisions, against fp32 in the same run")
     p.add_argument("--threads", type=int, help="torch threads (default: torch's, one per core); "
                    "reproduce runs one single-threaded run per core, so --threads 1 is its speed")
     a = p.parse_args()
@@ -115,6 +117,11 @@ def main() -> None:
         matmul = bare["baseline" if variant == "baseline" else "dual"]
         print(f"train {variant:8s} ms/step {med(ms)}  = {rate:6.1f} GFLOP/s ({rate / matmul:.0%} of the bare"
               f" matmul rate)  vs reference {ref} ms: {ref / m:.2f}x")
+    for precision in a.precision:
+        fp32 = statistics.median(step_ms("adaptive", a.device, a.block, a.repeats))
+        ms = step_ms("adaptive", a.device, a.block, a.repeats, precision)
+        print(f"train adaptive {precision} ms/step {med(ms)}  vs fp32 {fp32:.3f} in this run: "
+              f"{fp32 / statistics.median(ms):.2f}x")
     for variant in ("baseline", "adaptive"):
         done = trained_state(variant, a.device)
         s = sampling_s(done, max(2, a.repeats // 2))

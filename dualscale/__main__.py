@@ -56,7 +56,8 @@ def add_field(g, f, plural: bool = False) -> None:
         g.add_argument(flag + "s", flag, dest=f.name, nargs="+", type=kind, default=default,
                        help=field_help(f).replace("(default: %(default)s)", f"(default: {' '.join(map(str, default))})"))
     else:
-        g.add_argument(flag, type=TYPES[f.type], default=f.default, help=field_help(f))
+        aliases = ["--precision"] if f.name == "compute_precision" else []  # the short name the issue asked for
+        g.add_argument(flag, *aliases, type=TYPES[f.type], default=f.default, help=field_help(f))
 
 
 def settings_args(p: argparse.ArgumentParser, plural: bool) -> None:
@@ -93,12 +94,24 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
                    "up to 8 on a CUDA GPU; 1 on MPS)")
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
+    r.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
+                   help="train runs that share steps, batch and data size as one stacked model per step, in "
+                   "this process (default: on a CUDA GPU; on a CPU separate workers measure faster)")
+    r.add_argument("--cluster", metavar="ADDRESS", help="run the sweep on a Dask cluster: a running scheduler "
+                   "(tcp://host:8786) or 'local' (a LocalCluster of --jobs workers started here); workers send "
+                   "each run back, this process writes the store")
+    r.add_argument("--light", action="store_true", help="store runs without weights and trajectory, samples as "
+                   "float16 with every metric computed from them (how studies ship); with --stack")
     v = sub.add_parser("verdict", help="paired comparisons of the variants over seeds: intervals, tests, verdicts")
     v.add_argument("--store", default="checkpoints", help="run store folder, shipped runs included (default: %(default)s)")
     v.add_argument("--metrics", nargs="+", help="metrics to judge (default: every metric with a practical margin: "
                    + ", ".join(m for m, spec in METRICS.items() if spec.margin is not None) + ")")
     v.add_argument("--json", action="store_true", help="one JSON list of comparison objects instead of the table")
-    rs = sub.add_parser("rescore", help="compute the sample metrics stored runs lack, from their stored samples")
+    v.add_argument("--by", choices=("variant", "schedule"), default="variant",
+                   help="compare the variants (the paper's question), or each noise schedule against the "
+                   "linear one per variant (default: %(default)s)")
+    rs = sub.add_parser("rescore", help="compute the metrics stored runs lack: sample metrics from their stored "
+                        "samples, start_mismatch from the data, kl_oracle_start from their weights")
     rs.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
     ex = sub.add_parser("export", help="light copies of a store's runs (samples, alpha(t), loss history, metrics, "
                         "how each was made; no weights, no trajectory) into another folder")
@@ -161,26 +174,70 @@ def cmd_train(a) -> int:
 
 
 def run_sweep(configs, store: Store, a, jobs: int) -> None:
-    """Worker processes, `jobs` at a time; one bar over all steps, fed by their progress files."""
-    from .runner import sweep
+    """The runs through joblib (sweeps.py): `jobs` reusable local workers, or a Dask cluster with
+    --cluster. One bar over the runs; a line per finished run."""
+    from .sweeps import sweep
+    from .system import threads_per_worker
 
-    finished = {}
     kl = METRICS["kl_divergence"]
-    with tqdm(total=sum(c.steps for c in configs), desc=f"{len(configs)} runs, {jobs} at a time",
+    if a.cluster and a.cluster != "local":
+        from .sweeps import connect
+
+        connect(a.cluster).close()  # an unreachable scheduler: one line, before any bar
+    where = f"on {a.cluster}" if a.cluster else f"{jobs} at a time"
+    threads = 1 if a.cluster else threads_per_worker(jobs)
+    with tqdm(total=len(configs), desc=f"{len(configs)} runs, {where}", unit="run", file=sys.stderr,
+              dynamic_ncols=True) as bar:
+        for config, run, cached in sweep(configs, store, a.device, jobs, a.cluster, a.half, a.force, threads):
+            m = run.metrics
+            tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {m['eval_loss']:.4f} "
+                       f"KL {kl.format(m['kl_divergence'])}{' (stored)' if cached else ''}", file=sys.stderr)
+            bar.update(1)
+
+
+def run_stacked(configs, store: Store, a, device) -> None:
+    """Stacked runs (stack.py) in this process: one bar over the stacks' steps, a line per stored run."""
+    from .stack import run_stacks, stacks_of
+
+    todo = [c for c in configs if a.force or store.find(c) is None]
+    kl = METRICS["kl_divergence"]
+    for c in configs:
+        if c not in todo:
+            tqdm.write(f"stored: {c.dataset}/{c.variant}/s{c.seed} (--force retrains it)", file=sys.stderr)
+    stacks = stacks_of(todo)
+    command = remake_sweep_command(a.argv)
+    with tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
               unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        for config, done in sweep(configs, store, a.device, jobs, a.force, a.half):
-            if config is not None:
-                finished[config.run_id] = config.steps
-                tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {done['eval_loss']:.4f} "
-                           f"KL {kl.format(done['kl_divergence'])}{' (stored)' if done['cached'] else ''}",
-                           file=sys.stderr)
-            steps = sum(finished.get(c.run_id) or _last_step(store, c.run_id) for c in configs)
-            bar.update(steps - bar.n)
+        offset = 0
+        for event in run_stacks(todo, store, device, a.half, a.light, command):
+            if event[0] == "step":
+                _, done, total = event
+                bar.update(offset + done - bar.n)
+                if done == total:
+                    offset += total
+                    bar.set_postfix_str("evaluating")
+            else:
+                _, c, run = event
+                tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {run.metrics['eval_loss']:.4f} "
+                           f"KL {kl.format(run.metrics['kl_divergence'])}", file=sys.stderr)
 
 
-def _last_step(store: Store, run_id: str) -> int:
-    steps = [e["step"] for e in store.progress(run_id) if e.get("event") == events.PROGRESS]
-    return steps[-1] if steps else 0
+def remake_sweep_command(argv: list[str]) -> str:
+    """This command line, with the store replaced by TMP and --force dropped: what remakes a stack."""
+    import shlex
+
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg == "--store":
+            skip = True
+            continue
+        if arg.startswith("--store=") or arg == "--force":
+            continue
+        out.append(arg)
+    return "python -m dualscale " + shlex.join(out) + " --store TMP"
 
 
 def cmd_reproduce(a) -> int:
@@ -195,7 +252,15 @@ def cmd_reproduce(a) -> int:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
     store = Store(a.store)
     store.check_writable()
-    run_sweep(configs, store, a, jobs)
+    stack = (device.type == "cuda" and not a.cluster or a.light) if a.stack is None else a.stack
+    if stack and a.cluster:
+        raise ValueError("--stack runs in this process; a --cluster sweep sends single runs to its workers")
+    if a.light and not stack:
+        raise ValueError("--light stores what a stacked sweep measures; add --stack")
+    if stack:
+        run_stacked(configs, store, a, device)
+    else:
+        run_sweep(configs, store, a, jobs)
     frame = metrics_frame([store.find(c) for c in configs])
     out = str(Path(a.out).resolve()) if a.out else "tables"  # --out is relative to here, the default to the store
     tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
@@ -209,12 +274,13 @@ def cmd_reproduce(a) -> int:
 
 def cmd_verdict(a) -> int:
     from .paper import metrics_frame
-    from .stats import compare
+    from .stats import compare, compare_schedules
 
     store = Store(a.store)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
-    verdicts = compare(metrics_frame(store.runs()), a.metrics)
+    frame = metrics_frame(store.runs())
+    verdicts = compare(frame, a.metrics) if a.by == "variant" else compare_schedules(frame, a.metrics)
     if a.json:
         print(json.dumps([c.to_json() for c in verdicts.comparisons]))
         return 0
@@ -225,11 +291,17 @@ def cmd_verdict(a) -> int:
 def verdict_table(verdicts) -> str:
     lines = [f"{'dataset':8s} {'metric':14s} {'a - b':20s} {'n':>3s} {'mean diff':>10s} {'95% CI (t)':>22s} "
              f"{'p':>7s} {'p Holm':>7s}  verdict"]
-    for c in verdicts.comparisons:
+    families = sorted(dict.fromkeys(c.settings for c in verdicts.comparisons), key=bool)  # the reference first
+    ordered = [c for f in families for c in verdicts.comparisons if c.settings == f]
+    for i, c in enumerate(ordered):
         m = METRICS[c.metric]
+        if len(families) > 1 and (i == 0 or c.settings != ordered[i - 1].settings):
+            lines.append(f"-- {c.settings or 'the reference settings'} (Holm within these settings)")
         ci = f"[{m.format(c.ci_low, signed=True)}, {m.format(c.ci_high, signed=True)}]"
         need = f" (~{c.seeds_needed} seeds to resolve)" if c.seeds_needed else ""
-        lines.append(f"{c.dataset:8s} {c.metric:14s} {c.a + ' - ' + c.b:20s} {c.n:3d} "
+        pair = c.a + " - " + c.b + (f" ({c.variant})" if c.variant else "")
+        pair = f"{pair:20s}" if not c.variant else f"{pair:34s}"
+        lines.append(f"{c.dataset:8s} {c.metric:14s} {pair} {c.n:3d} "
                      f"{m.format(c.mean_diff, signed=True):>10s} {ci:>22s} {c.p:7.4f} {c.p_holm:7.4f}  {c.verdict}{need}")
     if not verdicts.comparisons:
         lines.append("no pairs: every comparison needs at least 2 seeds of both variants with the same settings")
@@ -285,7 +357,9 @@ def cmd_list(a) -> int:
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     a = parser().parse_args(argv)
+    a.argv = argv
     signal.signal(signal.SIGTERM, on_sigterm)
     from .runner import RunFailed
 

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import SELECTION, fields
+from .config import SELECTION, TrainConfig, fields
 from .metrics import METRICS
 
 PAIRS = (("adaptive", "baseline"), ("adaptive", "fixed"), ("fixed", "baseline"))
@@ -48,6 +48,7 @@ class Comparison:
     values_a: tuple = ()       # per-seed values, in the order of `seeds`
     values_b: tuple = ()
     settings: str = ""         # what the runs' other settings are, for labels (run id minus its head)
+    variant: str = ""          # comparisons of schedules: the variant both sides share
 
     def to_json(self) -> dict:
         keys = ("dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict")
@@ -145,21 +146,49 @@ def verdict_word(c: Comparison) -> str:
     return "inconclusive"
 
 
-def compare(frame, metrics=None, pairs=PAIRS) -> Verdicts:
-    """Every paired comparison the runs in `frame` (paper.metrics_frame) allow, with Holm over all."""
+SCHEDULE_FIELDS = ("beta_schedule", "beta_end", "prediction")  # what makes a noise schedule
+
+
+def schedule_label(row) -> str:
+    """'linear', 'linear, beta_end 0.1', 'cosine', 'zero_snr, v': a run's schedule in words (row: dict or config)."""
+    get = row.get if isinstance(row, dict) else lambda k: getattr(row, k)
+    parts = [get("beta_schedule")]
+    if float(get("beta_end")) != 0.02:
+        parts.append(f"beta_end {get('beta_end'):g}")
+    if get("prediction") != "eps":
+        parts.append(get("prediction"))
+    return ", ".join(parts)
+
+
+def compare_schedules(frame, metrics=None, against: str = "linear") -> Verdicts:
+    """Each schedule in `frame` against `against`, paired by (dataset, variant, seed): how much the
+    schedule moves each metric (Holm over all). Eval loss is left out by default: under v-prediction
+    it measures another target."""
+    frame = frame.assign(schedule=[schedule_label(r) for r in frame.to_dict("records")])
+    others = [s for s in dict.fromkeys(frame.schedule) if s != against]
+    metrics = metrics or [m for m, spec in METRICS.items() if spec.margin is not None and m != "eval_loss"]
+    return compare(frame, metrics, [(s, against) for s in others], by="schedule", by_fields=SCHEDULE_FIELDS)
+
+
+def compare(frame, metrics=None, pairs=PAIRS, by: str = "variant", by_fields: tuple = ()) -> Verdicts:
+    """Every paired comparison the runs in `frame` (paper.metrics_frame) allow, with Holm over each
+    family: the comparisons among runs of one set of training settings (one experiment).
+
+    by: the column whose values are compared in `pairs` (variants, or schedules); runs pair by seed
+    among runs whose other settings (all but `by`, `by_fields` and the seed) are identical."""
     metrics = list(metrics) if metrics else [m for m, spec in METRICS.items() if spec.margin is not None]
     unknown = [m for m in metrics if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
     frame = frame.drop_duplicates("run_id")  # a config stored locally and shipped counts once
     names = {f.name for f in fields()}
-    others = [c for c in frame.columns if c in names and c not in ("variant", "seed")]
+    others = [c for c in frame.columns if c in names and c not in (by, *by_fields, "seed")]
     out = Verdicts()
     for key, group in frame.groupby(others, sort=False, dropna=False):
         settings = dict(zip(others, key if isinstance(key, tuple) else (key,)))
         for a, b in pairs:
-            runs_a = group[group.variant == a].set_index("seed")
-            runs_b = group[group.variant == b].set_index("seed")
+            runs_a = group[group[by] == a].set_index("seed")
+            runs_b = group[group[by] == b].set_index("seed")
             if runs_a.empty or runs_b.empty:
                 continue
             seeds = sorted(set(runs_a.index) & set(runs_b.index))
@@ -171,9 +200,17 @@ def compare(frame, metrics=None, pairs=PAIRS) -> Verdicts:
                     continue
                 have = [s for s in seeds if np.isfinite(float(runs_a.loc[s, m])) and np.isfinite(float(runs_b.loc[s, m]))]
                 if len(have) >= 2:  # a run scored before this metric existed has NaN: `rescore` fills it
-                    out.comparisons.append(_one(settings, m, a, b, have, runs_a, runs_b))
-    adjusted = holm([c.p for c in out.comparisons])
-    out.comparisons = [_judged(c, p, len(adjusted)) for c, p in zip(out.comparisons, adjusted)]
+                    out.comparisons.append(_one(settings, m, a, b, have, runs_a, runs_b, by))
+    # Holm within each family: the comparisons of one group of settings (one experiment) together
+    families: dict[str, list[int]] = {}
+    for i, c in enumerate(out.comparisons):
+        families.setdefault(c.settings, []).append(i)
+    judged = list(out.comparisons)
+    for members in families.values():
+        adjusted = holm([out.comparisons[i].p for i in members])
+        for i, p in zip(members, adjusted):
+            judged[i] = _judged(out.comparisons[i], p, len(members))
+    out.comparisons = judged
     out.unpaired = list(dict.fromkeys(out.unpaired))
     return out
 
@@ -184,16 +221,18 @@ def _unpaired(dataset, runs_a, runs_b, a, b) -> list[Unpaired]:
     return lone_a + lone_b
 
 
-def _one(settings, metric, a, b, seeds, runs_a, runs_b) -> Comparison:
+def _one(settings, metric, a, b, seeds, runs_a, runs_b, by="variant") -> Comparison:
     va = np.array([float(runs_a.loc[s, metric]) for s in seeds])
     vb = np.array([float(runs_b.loc[s, metric]) for s in seeds])
     d = va - vb
     mean, sd, lo, hi, p = paired_t(d)
     blo, bhi = bootstrap_ci(d)
-    label = ", ".join(f"{k}={v}" for k, v in settings.items() if k not in SELECTION)
+    label = ", ".join(f"{k}={v}" for k, v in settings.items()  # what differs from the reference settings
+                      if k not in SELECTION and v != getattr(TrainConfig, k, v))
     return Comparison(settings["dataset"], metric, a, b, len(seeds), mean, sd, lo, hi, blo, bhi, p,
                       wilcoxon_p(d), seeds=tuple(int(s) for s in seeds), values_a=tuple(va.tolist()),
-                      values_b=tuple(vb.tolist()), settings=label)
+                      values_b=tuple(vb.tolist()), settings=label,
+                      variant="" if by == "variant" else str(settings.get("variant", "")))
 
 
 def _judged(c: Comparison, p_holm: float, m: int) -> Comparison:

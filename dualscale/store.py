@@ -27,6 +27,9 @@ FILES = ("weights.npz", "arrays.npz")
 LIGHT_FILES = ("arrays.npz",)  # a light run: samples, alpha(t), loss history and metrics; no weights, no trajectory
 
 
+SHIPPED = ("reference", "study")  # committed folders of light and full runs, read as shipped runs
+
+
 class StoreError(ValueError):
     """A store problem the user can act on (corrupt or foreign run, unwritable folder)."""
 
@@ -75,7 +78,12 @@ class Run:
         return arrays["alpha"] if "alpha" in arrays else None
 
     def loss_history(self) -> np.ndarray:
-        return self._arrays("arrays.npz")["losses"]
+        """The training loss per step, (steps,). A study's light run keeps means of `loss_block`
+        steps; each step then reads its block's mean."""
+        arrays = self._arrays("arrays.npz")
+        if "loss_block" in arrays:
+            return np.repeat(arrays["losses"], int(arrays["loss_block"]))[:self.config.steps]
+        return arrays["losses"]
 
     def trajectory(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(frame labels, (T+1, P, 2) points) of the reverse process; None for a light run."""
@@ -112,8 +120,13 @@ class Store:
         self.root = Path(root)
 
     # ---- reading -------------------------------------------------------------------------
+    def _bases(self):
+        """Where runs live: the store itself (local runs), then the shipped folders: reference/ (the
+        paper's runs) and study/ (the noise-schedule study's light runs)."""
+        return ((self.root, False), *((self.root / name, True) for name in SHIPPED))
+
     def _folders(self):
-        for base, ref in ((self.root, False), (self.root / "reference", True)):
+        for base, ref in self._bases():
             if base.is_dir():
                 for p in sorted(base.iterdir()):
                     if (p / "run.json").is_file():
@@ -141,14 +154,14 @@ class Store:
 
     def find(self, config: TrainConfig) -> Run | None:
         """The stored run of exactly this config (local first, then shipped), or None."""
-        for base, ref in ((self.root, False), (self.root / "reference", True)):
+        for base, ref in self._bases():
             path = base / config.run_id
             if (path / "run.json").is_file():
                 return _open_run(path, ref)
         return None
 
     def get(self, run_id: str) -> Run:
-        for base, ref in ((self.root, False), (self.root / "reference", True)):
+        for base, ref in self._bases():
             if (base / run_id / "run.json").is_file():
                 return _open_run(base / run_id, ref)
         raise StoreError(f"no run {run_id!r} in {self.root}")
@@ -177,7 +190,8 @@ class Store:
         try:
             files = FILES if weights is not None else LIGHT_FILES
             if weights is not None:
-                flat = {f"{which}/{k}": v.detach().cpu().numpy().astype(np.float16 if half else np.float32)
+                flat = {f"{which}/{k}": np.asarray(v.detach().cpu() if hasattr(v, "detach") else v)
+                        .astype(np.float16 if half else np.float32)
                         for which, sd in weights.items() for k, v in sd.items()}
                 np.savez_compressed(tmp / "weights.npz", **flat)  # ~9% smaller; loads stay fast
             np.savez_compressed(tmp / "arrays.npz", **{k: v for k, v in arrays.items() if v is not None})

@@ -43,7 +43,7 @@ def test_run_events_and_metrics(adaptive_run):
     assert len([e for e in progress if "alpha" in e]) == 2 and len(progress[-1]["alpha"]) == 100
     assert len(progress[-1]["preview"]) == 300
     phases = [e["name"] for e in events if e["event"] == "phase"]
-    assert phases == ["eval loss", "sampling", "metrics", "saving"]  # after training, each phase announced
+    assert phases == ["eval loss", "sampling", "oracle sampling", "metrics", "saving"]  # after training, each phase announced
     names = [e["event"] for e in events]
     assert names.index("evaluating") > names.index("progress") and names[-1] == "done"
     done = final(events)
@@ -491,6 +491,6 @@ def test_the_bar_counts_training_steps_only(cli, tmp_path):
     rate = float(bar.split("step/s")[0].split()[-1].rstrip("]").split(",")[-1])
     seconds = json.loads(r.stdout.strip().splitlines()[-1])["training_time"]
     assert rate == pytest.approx(300 / seconds, rel=0.35)  # not diluted by the sampling after it
-    assert "evaluating 2/4: sampling" in r.stderr
+    assert "evaluating 2/5: sampling" in r.stderr
     cached = cli(*args, store=tmp_path)
     assert "300/300" not in cached.stderr and "loaded, not retrained" in cached.stderr

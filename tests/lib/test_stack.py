@@ -1,0 +1,88 @@
+"""Stacked runs (issue 12): one vmapped step for many runs, each with its own everything."""
+import numpy as np
+import pytest
+import torch
+
+from dualscale import Store, TrainConfig, make_dataset
+from dualscale.metrics import kl_divergence
+from dualscale.stack import block_means, evaluate_group, group_key, run_stacks, stacks_of, train_stack
+from dualscale.runs import run_config
+
+STEPS = dict(steps=300, n_points=5000, n_samples=2000)
+CONFIGS = [TrainConfig(dataset=d, variant=v, seed=s, **STEPS)
+           for d, v, s in (("dino", "baseline", 0), ("dino", "fixed", 0), ("dino", "adaptive", 0), ("moons", "adaptive", 1))]
+
+
+def drain(gen):
+    while True:
+        try:
+            next(gen)
+        except StopIteration as end:
+            return end.value
+
+
+@pytest.fixture(scope="module")
+def stacked_and_alone(tmp_path_factory):
+    torch.set_num_threads(2)
+    stacked = {}
+    for group, seconds in drain(train_stack(CONFIGS, "cpu")):
+        for c, r in zip(group.configs, evaluate_group(group, c_n(group), seconds, keep=0)):
+            real = make_dataset(c.dataset, c.n_points)
+            stacked[c.run_id] = (r["eval_loss"], kl_divergence(real, r["samples"]), r["losses"])
+    store = Store(tmp_path_factory.mktemp("alone"))
+    alone = {}
+    for c in CONFIGS:
+        final = list(run_config(c, store, "cpu"))[-1]
+        run = store.find(c)
+        alone[c.run_id] = (final["eval_loss"], final["kl_divergence"], run.loss_history())
+    return stacked, alone
+
+
+def c_n(group):
+    return group.configs[0].n_samples
+
+
+def test_stacked_runs_agree_with_runs_trained_alone(stacked_and_alone):
+    """300 steps: eval loss within 0.005 and KL within 0.05 of the same config trained alone, and
+    the first steps' losses equal to float rounding (the same batches, t and noise)."""
+    stacked, alone = stacked_and_alone
+    for c in CONFIGS:
+        (loss_s, kl_s, hist_s), (loss_a, kl_a, hist_a) = stacked[c.run_id], alone[c.run_id]
+        assert abs(loss_s - loss_a) < 0.005, c.run_id
+        assert abs(kl_s - kl_a) < 0.05, c.run_id
+        np.testing.assert_allclose(hist_s[:5], hist_a[:5], rtol=1e-5)
+
+
+def test_groups_split_by_settings_and_stacks_by_steps():
+    configs = CONFIGS + [TrainConfig(dataset="line", variant="baseline", steps=100, n_points=5000)]
+    assert len({group_key(c) for c in configs}) == 4  # baseline, fixed, adaptive (300 steps), baseline (100)
+    assert [len(s) for s in stacks_of(configs)] == [4, 1]
+    with pytest.raises(ValueError, match="one step count"):
+        drain(train_stack(configs, "cpu"))
+
+
+def test_light_stacked_runs_store_float16_samples_whose_metrics_recompute(tmp_path):
+    configs = [TrainConfig(dataset="moons", variant=v, seed=0, steps=120, n_points=2000, n_samples=500)
+               for v in ("baseline", "adaptive")]
+    store = Store(tmp_path)
+    done = [e for e in run_stacks(configs, store, torch.device("cpu"), light=True, command="cmd", jobs=1)
+            if e[0] == "done"]
+    assert len(done) == 2
+    for _, c, run in done:
+        assert run.light and run.made["stack"] == 2 and run.made["samples"] == "float16"
+        samples = run.samples()
+        assert np.array_equal(samples, samples.astype(np.float16).astype(np.float32))
+        real = make_dataset(c.dataset, c.n_points)
+        assert kl_divergence(real, samples) == run.metrics["kl_divergence"]  # recomputable from what ships
+        assert len(run.loss_history()) == c.steps and {"kl_oracle_start", "start_mismatch"} <= set(run.metrics)
+
+
+def test_block_means():
+    np.testing.assert_allclose(block_means(np.arange(250, dtype=np.float32), 100), [49.5, 149.5, 224.5])
+
+
+def test_tf32_is_refused_on_a_cpu_and_bf16_trains():
+    with pytest.raises(ValueError, match="tf32 is a CUDA"):
+        drain(train_stack([TrainConfig(compute_precision="tf32", steps=5)], "cpu"))
+    group, _ = drain(train_stack([TrainConfig(dataset="moons", compute_precision="bf16", steps=30, n_points=1000)], "cpu"))[0]
+    assert torch.isfinite(group.losses).all()
