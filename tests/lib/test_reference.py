@@ -83,3 +83,21 @@ def test_every_seed_is_recomputable_from_what_ships(all_runs):
         for name in ("kl_divergence", "sliced_w2", "precision", "recall"):
             assert METRICS[name].from_samples(real, samples) == pytest.approx(run.metrics[name], abs=1e-12), (run.id, name)
         assert run.loss_history().shape == (10_000,) and run.alpha().shape == (100,)
+
+
+def test_the_schedule_study_ships_whole_small_and_recomputable():
+    """checkpoints/study/: seeds 0-9 of the 12 runs under cosine and zero-SNR + v, light, <= 10 MB,
+    each metric recomputable from the stored float16 samples (a rotating sample of runs)."""
+    from dualscale.metrics import METRICS
+
+    study = [r for r in Store(REFERENCE).runs() if r.path.parent.name == "study"]
+    kinds = {(r.config.beta_schedule, r.config.prediction) for r in study}
+    assert kinds == {("cosine", "eps"), ("zero_snr", "v")} and len(study) == 240
+    assert sum(p.stat().st_size for r in study for p in r.path.iterdir()) <= 10_000_000
+    for i, run in enumerate(sorted(study, key=lambda r: r.id)[::37]):
+        assert run.light and run.made["samples"] == "float16" and "--light" in run.made["command"]
+        real, samples = make_dataset(run.config.dataset), run.samples()
+        for name in ("kl_divergence", "precision"):
+            assert METRICS[name].from_samples(real, samples) == run.metrics[name], (run.id, name)
+        assert {"kl_oracle_start", "start_mismatch"} <= set(run.metrics)
+        assert run.loss_history().shape == (10_000,)
