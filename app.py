@@ -118,5 +118,6 @@ pages = [
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/samples.py", title="Samples", icon=":material/scatter_plot:"),
     st.Page("views/alpha.py", title="alpha(t)", icon=":material/show_chart:", url_path="alpha"),
+    st.Page("views/schedules.py", title="Schedules", icon=":material/timeline:"),
 ]
 st.navigation(pages).run()

@@ -14,7 +14,6 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .metrics import METRICS
-from .paper import PAPER_METRICS
 
 VARIANT_COLORS = {"baseline": "#2e86de", "fixed": "#e67e22", "adaptive": "#16a085"}  # none grey: grey is the data
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
@@ -344,3 +343,54 @@ def sentence(dataset: str, comparisons, a: str = "adaptive", b: str = "baseline"
             METRICS[c.metric].short + (f" (~{c.seeds_needed} seeds would resolve it)" if c.seeds_needed else "")
             for c in groups["inconclusive"]))
     return f"**{dataset}** ({n} seeds): " + "; ".join(bits) + "."
+
+
+# ---------------------------------------------------------------------------------- schedules
+
+def schedule_curves(abars: dict[str, np.ndarray]) -> go.Figure:
+    """abar(t) and SNR(t) = abar / (1 - abar) (log scale) of each schedule; the legend says how much
+    signal, sqrt(abar_T), each leaves at the last step."""
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
+                        subplot_titles=["abar(t): the signal's share of x_t's variance", "SNR(t) = abar / (1 − abar), log scale"])
+    for i, (label, abar) in enumerate(abars.items()):
+        t = np.arange(len(abar))
+        color = SCHEDULE_COLORS[i % len(SCHEDULE_COLORS)]
+        name = f"{label} (sqrt(abar_T) = {math.sqrt(max(abar[-1], 0)):.3f})"
+        fig.add_trace(go.Scatter(x=t, y=abar, mode="lines", name=name, legendgroup=label, line=dict(color=color),
+                                 hovertemplate=f"{label}<br>t %{{x}}<br>abar %{{y:.4g}}<extra></extra>"), row=1, col=1)
+        with np.errstate(divide="ignore"):
+            snr = abar / (1 - abar)
+        snr = np.where(snr > 0, snr, np.nan)  # SNR 0 (zero terminal SNR) has no log: the curve ends there
+        fig.add_trace(go.Scatter(x=t, y=snr, mode="lines", name=name, legendgroup=label, showlegend=False,
+                                 line=dict(color=color),
+                                 hovertemplate=f"{label}<br>t %{{x}}<br>SNR %{{y:.4g}}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(type="log", row=1, col=2)
+    fig.update_xaxes(title_text="t")
+    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25),
+                      hovermode="x unified")
+    return fig
+
+
+SCHEDULE_COLORS = ("#2c3e50", "#e67e22", "#16a085", "#8e44ad", "#c0392b", "#2980b9")
+
+
+def start_kl(rows: list[dict], floor_value: float | None = None) -> go.Figure:
+    """Per schedule: the KL of samples started from N(0, I) and from the true q(x_T) (the oracle
+    start), mean over seeds with each seed on hover. rows: {"schedule", "seed", "kl", "oracle"}."""
+    fig = go.Figure()
+    schedules = list(dict.fromkeys(r["schedule"] for r in rows))
+    for key, name, color in (("kl", "from N(0, I) (how it samples)", "#2c3e50"),
+                             ("oracle", "from q(x_T) (oracle start)", "#e67e22")):
+        means, hover = [], []
+        for s in schedules:
+            mine = [r for r in rows if r["schedule"] == s and r.get(key) is not None]
+            means.append(float(np.mean([r[key] for r in mine])) if mine else None)
+            hover.append("<br>".join(f"seed {r['seed']}: {r[key]:.3f}" for r in mine) or "not measured")
+        fig.add_trace(go.Bar(x=schedules, y=means, name=name, marker_color=color, customdata=hover,
+                             hovertemplate="%{x}<br>mean %{y:.3f} bits<br>%{customdata}<extra>" + name + "</extra>"))
+    if floor_value is not None:
+        fig.add_hline(y=floor_value, line=dict(color="#7f8c8d", dash="dot"),
+                      annotation_text=f"estimator floor {floor_value:.3f}", annotation_position="top left")
+    fig.update_layout(barmode="group", height=360, yaxis_title="KL(data ‖ samples), bits",
+                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2))
+    return fig

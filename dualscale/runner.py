@@ -1,6 +1,7 @@
-"""One way to run configs in the background: worker processes, a queue, one cancel path.
+"""The dashboard's background runs: worker processes, a queue, one cancel path. (Command-line
+sweeps go through joblib, sweeps.py, or stack in one process, stack.py.)
 
-Every run - a sweep's and the dashboard's alike - trains in its own worker process,
+Every dashboard run trains in its own worker process,
 `python -m dualscale train --config JSON ...`, never inside the caller: a page script is stopped
 when the user switches page or reloads the browser, a separate process keeps the UI responsive on
 2 cores, and a sweep's runs get one core each. The Runner starts at most `jobs` workers at once
@@ -315,36 +316,3 @@ class Runner:
             except subprocess.TimeoutExpired:
                 w.proc.kill()
                 w.proc.wait()
-
-
-def sweep(configs, store: Store, device: str, jobs: int, force: bool = False, half: bool = False,
-          tick: float = 0.5):
-    """Run configs `jobs` at a time; yield (config, done_event) as each finishes and (None, None)
-    every `tick` seconds between, so a caller can redraw progress (from the store's progress files).
-
-    Stored configs are answered at once (unless `force`). A failed or cancelled run stops every
-    worker and raises; unfinished runs leave nothing that looks finished.
-    """
-    from .runs import done_event  # torch: only a sweep needs it
-
-    pending: dict[str, TrainConfig] = {}
-    for c in configs:
-        found = None if force else store.find(c)
-        if found is not None:
-            yield c, done_event(found, cached=True)
-        else:
-            pending[c.run_id] = c
-    runner = Runner(store, device, jobs=jobs, half=half)
-    # Longest first (a dual run costs about twice a baseline run), so the workers finish together.
-    for c in sorted(pending.values(), key=lambda c: c.steps * (1 if c.variant == "baseline" else 2), reverse=True):
-        runner.submit(c, force)
-    try:
-        while pending:
-            for rid in [r for r in pending if runner.finished(r)]:
-                yield pending.pop(rid), runner.outcome(rid)
-            runner.pump()
-            if pending:
-                yield None, None
-                time.sleep(tick)
-    finally:
-        runner.stop_all()

@@ -133,7 +133,7 @@ def describe(run, seed: int | None = None) -> str:
     """Which run a panel shows: seed, length, origin and id (the variant is the panel's name); says
     so when it is not the sidebar's seed."""
     c = run.config
-    origin = "shipped reference" if run.is_reference else "local"
+    origin = f"shipped {run.path.parent.name}" if run.is_reference else "local"
     other = f" (seed {seed} is not stored)" if seed is not None and seed != c.seed else ""
     light = ", light: no trajectory" if run.light else ""
     return f"seed {c.seed}{other}, {c.steps:,} steps ({origin} run `{run.id}`{light})"

@@ -24,6 +24,57 @@ def verdicts(root: str, key: tuple, settings_json: str):
     return compare(frame, JUDGED) if len(frame) else None
 
 
+def queue_seeds(n: int, settings) -> None:
+    """Queue the paper's 12 runs for the next n seeds (with the sidebar's settings) on the dashboard's
+    runner: its queue runs them a few at a time, in background workers that survive a reload."""
+    from dualscale import PAPER_DATASETS, VARIANTS, TrainConfig
+
+    first = max((r.config.seed for r in common.all_runs() if common.same_config_settings(r.config, settings)),
+                default=-1) + 1
+    configs = [TrainConfig(**{**settings.to_dict(), "dataset": d, "variant": v, "seed": s})
+               for s in range(first, first + n) for d in PAPER_DATASETS for v in VARIANTS]
+    registry = common.registry()
+    st.session_state["verdict_sweep"] = [registry.submit(c) for c in configs]
+
+
+def sweep_panel() -> None:
+    """One progress panel for the whole queued sweep: runs done, training, waiting; cancel all."""
+    ids = st.session_state.get("verdict_sweep") or []
+    if not ids:
+        return
+    registry = common.registry()
+    states = [registry.status(rid).state for rid in ids]
+    done, failed = states.count("done"), sum(s in ("failed", "cancelled") for s in states)
+    running = len(set(ids) & registry.running_ids())
+    waiting = len(set(ids) & set(registry.queued_ids()))
+    st.progress(done / len(ids), text=f"Sweep: {done} of {len(ids)} runs done, {running} training, {waiting} waiting"
+                + (f", {failed} failed or cancelled (see Train)" if failed else ""))
+    if running or waiting:
+        if st.button("Cancel the sweep", key="verdict_cancel"):
+            for rid in ids:
+                registry.cancel(rid)
+            st.rerun()
+    elif done + failed == len(ids):
+        st.success("The sweep is done: the verdict above includes its seeds.")
+        st.session_state["verdict_sweep"] = []
+
+
+def add_seeds() -> None:
+    st.subheader("Add seeds")
+    if sel.config is not None:
+        left, right = st.columns([1, 3])
+        n_new = left.number_input("Seeds to add", min_value=1, max_value=50, value=5, step=1, key="verdict_n_seeds")
+        right.button(f"Queue {int(n_new)} more seeds ({12 * int(n_new)} runs)", key="verdict_add",
+                     on_click=queue_seeds, args=(int(n_new), sel.settings),
+                     help="The paper's 12 runs for each new seed, with the sidebar's settings; they train in the "
+                          "background (see Train) and join the verdict as they finish.")
+        queued = st.session_state.get("verdict_sweep") or []
+        st.fragment(run_every=2.0 if queued else None)(sweep_panel)()
+    st.markdown("Or on the command line (stored seeds are skipped; a GPU stacks them):")
+    st.code("python -m dualscale reproduce --seeds 10-19", language="bash")
+
+
+
 sel = common.selection("Dataset, variant and seed")
 st.title("Does adaptive dual-scale denoising help?")
 st.markdown(
@@ -38,8 +89,8 @@ result = verdicts(common.store_root(), key, sel.settings.to_json())
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
            "and seed is used).")
 if result is None or not result.comparisons:
-    st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants. "
-            "Add seeds with `python -m dualscale reproduce --seeds 0-9`.")
+    st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants.")
+    add_seeds()
     st.stop()
 
 labels = {f"{a} − {b}": (a, b) for a, b in PAIRS}
@@ -75,9 +126,7 @@ if result.unpaired:
     with st.expander(f"{len(result.unpaired)} runs without a partner (not in any comparison)"):
         st.dataframe(pd.DataFrame([u.__dict__ for u in result.unpaired]), hide_index=True)
 
-st.subheader("Add seeds")
-st.markdown("More seeds narrow every interval. On the command line (stored seeds are skipped):")
-st.code("python -m dualscale reproduce --seeds 10-19", language="bash")
+add_seeds()
 
 with st.expander("What the metrics measure"):
     help_rows = [{"metric": f"{m.label} ({m.short})", "unit": m.unit or "–",

@@ -108,6 +108,10 @@ def tour(page, url: str, out: Path, dataset: str, other: str) -> None:
     shoot(page, out, "samples")
     go(page, "alpha(t)", "alpha(t)")
     shoot(page, out, "alpha")
+    go(page, "Schedules", "Noise schedules")
+    page.locator(".js-plotly-plot").nth(2).wait_for()  # the curves, the start-KL bars, the study's forest plot
+    idle(page)
+    shoot(page, out, "schedules")
     train_live(page, out)
 
 

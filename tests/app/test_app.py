@@ -511,3 +511,52 @@ def test_the_server_listens_on_this_machine_only():
     r = subprocess.run([sys.executable, "-m", "streamlit", "config", "show"], cwd=ROOT, capture_output=True,
                        text=True, timeout=60)
     assert 'address = "localhost"' in r.stdout
+
+
+# ------------------------------------------------------------------------------- schedules
+
+def test_schedules_page_draws_schedules_the_start_cost_and_the_study(store_root, tmp_path, monkeypatch):
+    from dualscale.runs import run_config
+
+    root = copy_store(store_root, tmp_path / "store")
+    for seed in (0, 1):  # the small moons baselines again, under the cosine schedule
+        list(run_config(small_config("moons", "baseline", seed, beta_schedule="cosine"), Store(root), "cpu"))
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at)
+    select(at, dataset="moons", variant="baseline")
+    page(at, "schedules")
+    assert [t.value for t in at.title] == ["Noise schedules"]
+    curves = figure(at, 0)
+    names = [d["name"] for d in curves["data"] if d.get("showlegend") is not False]
+    assert names[0] == "linear (sqrt(abar_T) = 0.603)" and any(n.startswith("zero_snr, v (sqrt(abar_T) = 0.000)") for n in names)
+    bars = figure(at, 1)["data"]
+    assert [b["x"] for b in bars] == [["linear", "cosine"]] * 2  # from N(0, I) and from q(x_T), per schedule
+    assert all(np.isfinite(values(b["y"]).astype(float)).all() for b in bars)
+    assert "**moons** (2 seeds): " in texts(at.markdown)
+    assert figure(at, 2)["data"][0]["y"] == ["moons"]
+    assert at.get("button_group")[0].value == "cosine − linear"
+
+
+def test_verdict_page_queues_a_sweep_of_new_seeds_with_one_panel(store_root, tmp_path, monkeypatch):
+    root = copy_store(store_root, tmp_path / "store")
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    use_small_settings(at, steps=20_000)  # long runs: still going when we cancel them
+    at.number_input(key="verdict_n_seeds").set_value(1)
+    ok(at.run())
+    try:
+        next(b for b in at.button if b.label == "Queue 1 more seeds (12 runs)").click()
+        ok(at.run())
+        ids = at.session_state["verdict_sweep"]
+        assert len(ids) == 12 and all("-s0-" in i for i in ids)  # no run with these settings yet: seed 0 next
+        bars = at.get("progress")
+        assert len(bars) == 1 and "of 12 runs done" in bars[0].proto.text and "waiting" in bars[0].proto.text
+        next(b for b in at.button if b.label == "Cancel the sweep").click()
+        ok(at.run())
+        wait_for(lambda: not Store(root).active(), timeout=30)
+        assert not any(Store(root).find(TrainConfig.from_dict({**at.session_state["selection"].config.to_dict(),
+                                                               "dataset": d, "variant": v}))
+                       for d in ("circle", "dino", "line", "moons") for v in ("baseline", "fixed", "adaptive"))
+    finally:
+        stop_workers(root)
