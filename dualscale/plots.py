@@ -355,7 +355,7 @@ def schedule_curves(abars: dict[str, np.ndarray]) -> go.Figure:
     for i, (label, abar) in enumerate(abars.items()):
         t = np.arange(len(abar))
         color = SCHEDULE_COLORS[i % len(SCHEDULE_COLORS)]
-        name = f"{label} (sqrt(abar_T) = {math.sqrt(max(abar[-1], 0)):.3f})"
+        name = f"{label} (sqrt(abar_T) = {math.sqrt(max(abar[-1], 0)):.4f})"
         fig.add_trace(go.Scatter(x=t, y=abar, mode="lines", name=name, legendgroup=label, line=dict(color=color),
                                  hovertemplate=f"{label}<br>t %{{x}}<br>abar %{{y:.4g}}<extra></extra>"), row=1, col=1)
         with np.errstate(divide="ignore"):
@@ -376,8 +376,13 @@ SCHEDULE_COLORS = ("#2c3e50", "#e67e22", "#16a085", "#8e44ad", "#c0392b", "#2980
 
 def start_kl(rows: list[dict], floor_value: float | None = None) -> go.Figure:
     """Per schedule: the KL of samples started from N(0, I) and from the true q(x_T) (the oracle
-    start), mean over seeds with each seed on hover. rows: {"schedule", "seed", "kl", "oracle"}."""
+    start), mean over the seeds that have both (paired), each seed on hover.
+    rows: {"schedule", "seed", "kl", "oracle"}."""
     fig = go.Figure()
+    rows = [r for r in rows if r.get("oracle") is not None]
+    counts = {s: sum(r["schedule"] == s for r in rows) for s in dict.fromkeys(r["schedule"] for r in rows)}
+    label = {s: f"{s} ({n} seed{'s' if n > 1 else ''})" for s, n in counts.items()}
+    rows = [{**r, "schedule": label[r["schedule"]]} for r in rows]
     schedules = list(dict.fromkeys(r["schedule"] for r in rows))
     for key, name, color in (("kl", "from N(0, I) (how it samples)", "#2c3e50"),
                              ("oracle", "from q(x_T) (oracle start)", "#e67e22")):

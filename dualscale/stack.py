@@ -353,11 +353,22 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
     """Train, evaluate and store configs in stacks. Yields ("step", done, total) while training and
     ("done", config, run) as each run is stored. light: store no weights and no trajectory, and
     the samples as float16, with every sample metric computed from those stored samples."""
-    from joblib import Parallel, delayed
+    from joblib import Parallel
+
+    workers = Parallel(n_jobs=jobs or -1, backend="loky", return_as="generator")
+    try:
+        yield from _run_stacks(configs, store, device, half, light, command, workers)
+    finally:  # the reusable scoring workers would idle on for minutes after the command returns
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True)
+
+
+def _run_stacks(configs, store, device, half, light, command, workers):
+    from joblib import delayed
 
     from .runs import made_record
 
-    workers = Parallel(n_jobs=jobs or -1, backend="loky", return_as="generator")
     for configs_here in stacks_of(configs):
         with contextlib.ExitStack() as locks:
             for c in configs_here:

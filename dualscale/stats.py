@@ -70,6 +70,24 @@ class Verdicts:
     comparisons: list[Comparison] = field(default_factory=list)
     unpaired: list[Unpaired] = field(default_factory=list)
 
+    def to_json(self) -> dict:
+        return {"comparisons": [asdict(c) for c in self.comparisons], "unpaired": [asdict(u) for u in self.unpaired]}
+
+    @classmethod
+    def from_json(cls, d: dict) -> "Verdicts":
+        comparisons = [Comparison(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+                       for c in d["comparisons"]]
+        return cls(comparisons, [Unpaired(**u) for u in d["unpaired"]])
+
+
+def runs_key(runs, metrics) -> str:
+    """A fingerprint of the runs and their values of `metrics`: what a stored verdict depends on."""
+    import hashlib
+    import json
+
+    items = sorted((r.id, [r.metrics.get(m) for m in metrics]) for r in runs)
+    return hashlib.sha256(json.dumps(items).encode()).hexdigest()[:16]
+
 
 def paired_t(d: np.ndarray) -> tuple[float, float, float, float, float]:
     """mean, sd, t-interval low, high and the two-sided p of the paired differences d."""

@@ -225,6 +225,23 @@ class Store:
         _write_json(run.path / "run.json", meta)
         return _open_run(run.path, run.is_reference)
 
+    def cached(self, name: str, key: str, compute):
+        """compute()'s JSON value, kept in <store>/cache/<name>-<key>.json (a shipped one may sit in
+        reference/cache/); `key` must change whenever the value would. A read-only store still answers."""
+        file = f"{name}-{key}.json"
+        for base in (self.root / "cache", self.root / "reference" / "cache"):
+            try:
+                return json.loads((base / file).read_text())
+            except (OSError, ValueError):
+                continue
+        value = compute()
+        try:
+            (self.root / "cache").mkdir(parents=True, exist_ok=True)
+            _write_json(self.root / "cache" / file, value)
+        except OSError:
+            pass
+        return value
+
     def write_text(self, relpath: str, text: str) -> Path:
         """Atomically write a text file under the root (tables)."""
         path = self.root / relpath

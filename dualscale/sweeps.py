@@ -67,8 +67,13 @@ def _backend(cluster: str | None, jobs: int):
     import joblib
 
     if cluster is None:
-        with joblib.parallel_config(backend="loky", n_jobs=jobs):
-            yield
+        try:
+            with joblib.parallel_config(backend="loky", n_jobs=jobs):
+                yield
+        finally:  # the reusable workers would idle on for minutes after the command returns
+            from joblib.externals.loky import get_reusable_executor
+
+            get_reusable_executor().shutdown(wait=True)
         return
     with contextlib.ExitStack() as stack:
         if cluster == "local":

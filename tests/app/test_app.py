@@ -529,9 +529,9 @@ def test_schedules_page_draws_schedules_the_start_cost_and_the_study(store_root,
     assert [t.value for t in at.title] == ["Noise schedules"]
     curves = figure(at, 0)
     names = [d["name"] for d in curves["data"] if d.get("showlegend") is not False]
-    assert names[0] == "linear (sqrt(abar_T) = 0.603)" and any(n.startswith("zero_snr, v (sqrt(abar_T) = 0.000)") for n in names)
+    assert names[0] == "linear (sqrt(abar_T) = 0.6030)" and any(n.startswith("zero_snr, v (sqrt(abar_T) = 0.0000)") for n in names)
     bars = figure(at, 1)["data"]
-    assert [b["x"] for b in bars] == [["linear", "cosine"]] * 2  # from N(0, I) and from q(x_T), per schedule
+    assert [b["x"] for b in bars] == [["linear (2 seeds)", "cosine (2 seeds)"]] * 2  # from N(0, I), from q(x_T)
     assert all(np.isfinite(values(b["y"]).astype(float)).all() for b in bars)
     assert "**moons** (2 seeds): " in texts(at.markdown)
     assert figure(at, 2)["data"][0]["y"] == ["moons"]

@@ -101,3 +101,21 @@ def test_the_schedule_study_ships_whole_small_and_recomputable():
             assert METRICS[name].from_samples(real, samples) == run.metrics[name], (run.id, name)
         assert {"kl_oracle_start", "start_mismatch"} <= set(run.metrics)
         assert run.loss_history().shape == (10_000,)
+
+
+def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs(all_runs):
+    """The Verdict page answers a fresh server from reference/cache (no pandas, no scipy on the
+    first render); it must be exactly what compare() gives on the shipped runs today."""
+    import json
+
+    from dualscale.metrics import METRICS
+    from dualscale.paper import metrics_frame
+    from dualscale.stats import Verdicts, compare, runs_key
+
+    judged = sorted((m for m, s in METRICS.items() if s.margin is not None), key=lambda m: m != "kl_divergence")
+    runs = list(all_runs.values())
+    shipped = REFERENCE / "reference" / "cache" / f"verdict-{runs_key(runs, judged)}.json"
+    assert shipped.is_file(), "re-make the shipped verdict cache (README: The run store)"
+    fresh = json.loads(json.dumps(compare(metrics_frame(runs), judged).to_json()))
+    assert json.loads(shipped.read_text()) == fresh
+    assert Verdicts.from_json(fresh).comparisons == compare(metrics_frame(runs), judged).comparisons

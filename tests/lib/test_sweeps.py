@@ -10,7 +10,7 @@ import time
 import numpy as np
 import pytest
 
-from dualscale import Store, TrainConfig
+from dualscale import Store
 from support import ROOT
 
 ARGS = ["reproduce", "--datasets", "moons", "--variants", "baseline", "adaptive", "--steps", "400",
