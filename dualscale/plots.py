@@ -270,6 +270,18 @@ def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
     return out
 
 
+def compact_html(table: pd.DataFrame, metrics=("kl_divergence", "eval_loss")) -> str:
+    """A marked table cut to the judged metrics (ours ± CI, then the paper's and the difference) as a
+    plain HTML table whose cells wrap: what the Results page shows at phone width."""
+    import html
+
+    cols = [c for m in metrics for c in (METRICS[m].short, f"{METRICS[m].short} paper (Δ)")]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["dataset", *cols])
+    body = "".join("<tr><td>" + html.escape(str(d)) + "</td>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols)
+                   + "</tr>" for d, r in table.iterrows())
+    return f'<table class="compact-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
 def _display_columns(specs) -> list[str]:
     names = ["dataset", "runs"]
     for m in specs:

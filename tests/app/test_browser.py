@@ -211,6 +211,14 @@ def test_every_page_renders_with_the_test_runs(page):
     go(page, "Results", "Results")
     assert f"{len(RUNS)} runs with the sidebar's training settings" in page.inner_text('[data-testid="stMain"]')
     page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()  # all three tables now
+    assert not page.locator(".compact-table").first.is_visible()  # wide screen: the full tables only
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: compact tables that fit, nothing sideways
+    page.locator(".compact-table").first.wait_for(state="visible")
+    assert not page.locator('[data-testid="stDataFrame"]').first.is_visible()
+    for box in (page.locator(".compact-table").nth(i).bounding_box() for i in range(3)):
+        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1400, "height": 1000})
     go(page, "Verdict", "Does adaptive")
     page.locator(".js-plotly-plot").first.wait_for()  # the forest plot of the paired seeds
     assert "**moons**" not in page.inner_text('[data-testid="stMain"]')  # Markdown rendered, not shown raw

@@ -89,3 +89,18 @@ def test_oracle_start_removes_the_line_baseline_mismatch():
     torch.set_num_threads(2)
     oracle = oracle_samples(run.load_model(), schedule, data, 10_000, torch.Generator().manual_seed(12345))
     assert kl_divergence(data.numpy(), oracle) < 0.05
+
+
+def test_cli_trains_the_new_schedules_end_to_end(cli, tmp_path):
+    small = ["--dataset", "moons", "--variant", "adaptive", "--steps", "60", "--n-points", "1000",
+             "--batch-size", "128", "--n-samples", "300"]
+    for extra in (["--beta-schedule", "zero_snr", "--prediction", "v"], ["--beta-schedule", "cosine"]):
+        r = cli("train", *small, *extra, store=tmp_path)
+        assert r.returncode == 0, r.stderr
+        out = __import__("json").loads(r.stdout)
+        assert {"kl_oracle_start", "start_mismatch"} <= set(out)
+    runs = Store(tmp_path).runs()
+    assert {(r.config.beta_schedule, r.config.prediction) for r in runs} == {("zero_snr", "v"), ("cosine", "eps")}
+    r = cli("train", *small, "--beta-schedule", "zero_snr", store=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == ("error: beta_schedule zero_snr reaches SNR 0, where eps is "
+                                                      "undefined; use prediction v")
