@@ -65,10 +65,7 @@ def _train_and_store(config, store, dev, previews, half, every):
         yield event
     store.append_progress(config.run_id, {"event": events.EVALUATING})
     yield {"event": events.EVALUATING}
-    if half:
-        round_to_half(trained.model)
-        round_to_half(trained.ema)
-    phases = evaluate(trained, config.n_samples)
+    phases = evaluated(trained, config, half)
     while True:
         try:
             name = next(phases)
@@ -77,12 +74,26 @@ def _train_and_store(config, store, dev, previews, half, every):
             break
         yield _phase(store, config, name)
     yield _phase(store, config, "saving")
+    metrics, arrays, weights, made = stored_parts(config, trained, ev, dev, half)
+    return store.save(config, weights, metrics, arrays, half=half, made=made)
+
+
+def evaluated(trained, config: TrainConfig, half: bool):
+    """Weights rounded through float16 if `half`, then evaluate(): yields the phase names, returns the Evaluation."""
+    if half:
+        round_to_half(trained.model)
+        round_to_half(trained.ema)
+    return (yield from evaluate(trained, config.n_samples))
+
+
+def stored_parts(config: TrainConfig, trained, ev, dev, half: bool):
+    """What the store keeps of a trained and evaluated run: (metrics, arrays, weights, made)."""
     made = made_record(dev, half, remake_command(config, dev.type, half))
     metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
     arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
               "traj_t": ev.traj_t, "trajectory": ev.trajectory}
     weights = {"online": trained.model.state_dict(), "ema": trained.ema.state_dict()}
-    return store.save(config, weights, metrics, arrays, half=half, made=made)
+    return metrics, arrays, weights, made
 
 
 def made_record(device, half: bool, command: str) -> dict:

@@ -20,8 +20,7 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
     """Train and evaluate one config in this process; return what the store keeps, as numpy."""
     import torch
 
-    from .evaluate import evaluate
-    from .runs import made_record, remake_command, round_to_half
+    from .runs import evaluated, stored_parts
     from .system import resolve_device
     from .train import fit
 
@@ -29,22 +28,15 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
     config = TrainConfig.from_json(config_json)
     dev = resolve_device(device)
     trained = fit(config, dev)
-    if half:
-        round_to_half(trained.model)
-        round_to_half(trained.ema)
-    phases = evaluate(trained, config.n_samples)
+    phases = evaluated(trained, config, half)
     while True:
         try:
             next(phases)
         except StopIteration as end:
             ev = end.value
             break
-    made = made_record(dev, half, remake_command(config, dev.type, half))
-    arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
-              "traj_t": ev.traj_t, "trajectory": ev.trajectory}
-    weights = {which: {k: v.detach().cpu().numpy() for k, v in m.state_dict().items()}
-               for which, m in (("online", trained.model), ("ema", trained.ema))}
-    metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
+    metrics, arrays, weights, made = stored_parts(config, trained, ev, dev, half)
+    weights = {which: {k: v.detach().cpu().numpy() for k, v in sd.items()} for which, sd in weights.items()}
     return {"config": config_json, "metrics": metrics, "arrays": arrays, "weights": weights, "made": made}
 
 
