@@ -197,7 +197,7 @@ def run_sweep(configs, store: Store, a, jobs: int) -> None:
 
 def run_stacked(configs, store: Store, a, device) -> None:
     """Stacked runs (stack.py) in this process: one bar over the stacks' steps, a line per stored run."""
-    from .stack import run_stacks, stacks_of
+    from .stack_sweep import run_stacks, stacks_of
 
     todo = [c for c in configs if a.force or store.find(c) is None]
     kl = METRICS["kl_divergence"]

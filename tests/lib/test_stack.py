@@ -5,7 +5,8 @@ import torch
 
 from dualscale import Store, TrainConfig, make_dataset
 from dualscale.metrics import kl_divergence
-from dualscale.stack import block_means, evaluate_group, group_key, run_stacks, stacks_of, train_stack
+from dualscale.stack import group_key, train_stack
+from dualscale.stack_sweep import block_means, evaluate_group, run_stacks, stacks_of
 from dualscale.runs import run_config
 
 STEPS = dict(steps=300, n_points=5000, n_samples=2000)
