@@ -9,6 +9,8 @@ every AppTest rerun) runs a page file on its own, without this sidebar (measured
 """
 from __future__ import annotations
 
+import os
+
 import streamlit as st
 
 from dualscale import DATASETS, PAPER_DATASETS, VARIANTS, TrainConfig
@@ -84,6 +86,11 @@ def validated(values: dict) -> Selection:
     """The engine judges the settings; an impossible one is one line in the sidebar."""
     try:
         config, error = TrainConfig(**values).validate().check_resources(), None
+        if config.compute_precision == "tf32":  # a CUDA mode: refused before Start where there is none
+            from dualscale.system import precision, resolve_device
+
+            with precision("tf32", resolve_device(os.environ.get("DUALSCALE_DEVICE", "auto"))):
+                pass
     except (ValueError, TypeError) as e:
         config, error = None, str(e).splitlines()[0]
         st.error(f"Impossible setting: {error}")

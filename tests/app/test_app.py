@@ -560,3 +560,20 @@ def test_verdict_page_queues_a_sweep_of_new_seeds_with_one_panel(store_root, tmp
                        for d in ("circle", "dino", "line", "moons") for v in ("baseline", "fixed", "adaptive"))
     finally:
         stop_workers(root)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"beta_schedule": "zero_snr"}, "use prediction v"),
+    ({"compute_precision": "tf32"}, "tf32 is a CUDA GPU's"),
+])
+def test_impossible_schedule_and_precision_are_refused_before_start(store_root, monkeypatch, values, message):
+    monkeypatch.setenv("DUALSCALE_STORE", str(store_root))
+    monkeypatch.setenv("DUALSCALE_DEVICE", "cpu")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    for name, value in values.items():
+        at.selectbox(key=f"cfg_{name}").set_value(value)
+    ok(at.run())
+    errors = [e.value for e in at.sidebar.error]
+    assert len(errors) == 1 and message in errors[0]
+    page(at, "train")
+    assert "Start training" not in [b.label for b in at.button]
