@@ -88,7 +88,8 @@ st.markdown(
     "Diffusion Models*: a 100-step DDPM on 2D point clouds with three denoisers (a baseline MLP, a fixed 0.5 mix "
     "of a global and a local branch, and the paper's adaptive mix alpha(t)). Below, the stored runs answer the "
     "paper's claim, **paired by seed** (the same seed gives every variant the same data order, t and noise). "
-    "Then look at **Results** (the paper's tables), **Samples** and **alpha(t)**, or start runs on **Train**.")
+    "Then look at **Results** (the paper's tables), **Samples** and **alpha(t)**, **Schedules** (what the noise "
+    "schedule changes), or start runs on **Train**.")
 runs = common.all_runs()
 key = tuple(sorted((r.id, common.stamp(r)) for r in runs))
 result = verdicts(common.store_root(), key, sel.settings.to_json())
