@@ -80,7 +80,7 @@ class Group:
             loss = loss + c.kl_weight * s.vlb_kl(x0, xt, out, t).mean()
         return loss
 
-    def draw(self, batch: int | None = None):
+    def draw(self):
         """Each run's batch, t and noise, from its own generator in a single run's order."""
         c = self.configs[0]
         idx = torch.stack([next(b) for b in self.batches])  # (R, B)

@@ -44,10 +44,8 @@ def eval_losses(group: Group) -> np.ndarray:
         n = x0.shape[1]
         t = torch.stack([torch.randint(0, s.timesteps, (n,), generator=g, device=data.device) for g in group.gens])
         eps = torch.stack([torch.randn(n, 2, generator=g, device=data.device) for g in group.gens])
-        xt = s.sqrt_abar[t][..., None] * x0 + s.sqrt_one_minus_abar[t][..., None] * eps
-        target = eps if s.prediction == "eps" else s.sqrt_abar[t][..., None] * eps - s.sqrt_one_minus_abar[t][..., None] * x0
-        out = _forward(group, group.params, xt, t).float()
-        per_sample.append((out - target).pow(2).mean(2))  # (R, chunk)
+        out = _forward(group, group.params, s.add_noise(x0, eps, t), t).float()  # the schedule's formulas work on (R, chunk, 2)
+        per_sample.append((out - s.target(x0, eps, t)).pow(2).mean(2))  # (R, chunk)
     se = torch.cat(per_sample, 1).double().cpu().numpy()  # (R, n)
     starts = np.arange(0, se.shape[1], EVAL_BATCH)
     means = np.add.reduceat(se, starts, axis=1) / np.diff(np.append(starts, se.shape[1]))
