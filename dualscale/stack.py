@@ -24,7 +24,7 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from .config import TrainConfig
 from .events import TrainingFailed
-from .train import Ema, batch_indices, cosine_lr, make_optimizer, set_lr, setup
+from .train import Ema, cosine_lr, make_optimizer, set_lr, setup
 from .system import keep_freed_memory, precision, synchronize
 
 PER_RUN = ("dataset", "seed")  # what may differ inside a group; every other setting is shared
@@ -59,7 +59,11 @@ class Group:
         c = configs[0]
         self.opt = make_optimizer([self.flat], c, device)
         self.ema = Ema([self.flat], [self.ema_flat])
-        self.batches = [batch_indices(c.n_points, c.batch_size, g, device) for g in self.gens]
+        # Each run's shuffled pass over its points (batch_indices' draws, kept on the device): rows of
+        # perm, the next batch starting at pos. A captured step reads and advances pos itself.
+        self.perm = torch.empty(len(configs), c.n_points, dtype=torch.long, device=device)
+        self.pos = torch.zeros((), dtype=torch.long, device=device)
+        self.offsets = torch.arange(c.batch_size, device=device)
         self.grads = vmap(grad_and_value(self._loss))
         self.losses = torch.zeros(len(configs), c.steps, device=device)
 
@@ -80,13 +84,20 @@ class Group:
             loss = loss + c.kl_weight * s.vlb_kl(x0, xt, out, t).mean()
         return loss
 
-    def draw(self):
-        """Each run's batch, t and noise, from its own generator in a single run's order."""
+    def new_pass(self) -> None:
+        """Each run's next shuffled pass over its points, drawn as batch_indices draws it."""
+        for row, g in zip(self.perm, self.gens):
+            row.copy_(torch.randperm(len(row), generator=g, device=self.device))
+        self.pos.zero_()
+
+    def draw(self, size: int):
+        """Each run's batch, t and noise, from its own generator in a single run's order. Only
+        device work (no host sync), so that a CUDA graph can capture it with the step."""
         c = self.configs[0]
-        idx = torch.stack([next(b) for b in self.batches])  # (R, B)
-        t = torch.stack([torch.randint(0, c.timesteps, (idx.shape[1],), generator=g, device=self.device)
-                         for g in self.gens])
-        eps = torch.stack([torch.randn(idx.shape[1], 2, generator=g, device=self.device) for g in self.gens])
+        idx = self.perm[:, self.pos + self.offsets[:size]]  # (R, size): the pass's next slice
+        self.pos.add_(size)
+        t = torch.stack([torch.randint(0, c.timesteps, (size,), generator=g, device=self.device) for g in self.gens])
+        eps = torch.stack([torch.randn(size, 2, generator=g, device=self.device) for g in self.gens])
         return idx, t, eps
 
     def step(self, idx, t, eps, warmup: bool = False) -> torch.Tensor:
@@ -124,37 +135,83 @@ class Stack:
         self.groups = [Group(cs, device) for cs in by_group.values()]
         self.device, self.config = device, configs[0]
 
-    def draw(self):
-        return [g.draw() for g in self.groups]
+    def new_pass(self) -> None:
+        for g in self.groups:
+            g.new_pass()
 
-    def step(self, draws, warmup: bool = False):
-        return [g.step(idx, t, eps, warmup) for g, (idx, t, eps) in zip(self.groups, draws)]
+    def step(self, size: int) -> list[torch.Tensor]:
+        """Draw every run's batch of `size` and take the step: [losses (R,) per group]."""
+        return [g.step(*g.draw(size)) for g in self.groups]
+
+    def warmup(self) -> None:
+        """The step's kernels on fixed inputs, nothing drawn and nothing updated (before a capture)."""
+        for g in self.groups:
+            r, b = len(g.configs), self.config.batch_size
+            zeros = torch.zeros(r, b, dtype=torch.long, device=self.device)
+            g.step(zeros, zeros, torch.zeros(r, b, 2, device=self.device), warmup=True)
+
+
+class DrawsDiffer(RuntimeError):
+    pass
 
 
 class _Graphed:
-    """The whole stack's step as one CUDA graph; the draws happen outside and are copied in."""
+    """The whole stack's full-batch step as one CUDA graph, every run's draws included.
 
-    def __init__(self, stack: Stack, draws):
-        self.stack = stack
-        self.inputs = [tuple(x.clone() for x in d) for d in draws]
-        self.graph = None
+    Each run's generator is registered with the graph, so a replay draws from it exactly what the
+    eager step would (torch keeps the philox offsets of a captured region; see CUDAGeneratorImpl's
+    "CUDA Graph-safe RNG states"). Before the first real replay this is checked: one replay on a
+    copy of the state, its draws compared with eager draws from twins of the generators, and the
+    state put back. Draws that differ raise DrawsDiffer and the caller steps eagerly.
+    """
 
-    def __call__(self, draws):
-        for dst, src in zip(self.inputs, draws):
-            for a, b in zip(dst, src):
-                a.copy_(b)
-        if self.graph is None:
-            dev = self.stack.device
-            side = torch.cuda.Stream(dev)
-            side.wait_stream(torch.cuda.current_stream(dev))
-            self.graph = torch.cuda.CUDAGraph()
-            with torch.cuda.stream(side):
-                self.stack.step(self.inputs, warmup=True)  # cuBLAS and autograd set up outside the capture
-                with torch.cuda.graph(self.graph, stream=side):
-                    self.out = self.stack.step(self.inputs)
-            torch.cuda.current_stream(dev).wait_stream(side)
+    def __init__(self, stack: Stack):
+        self.stack, dev = stack, stack.device
+        self.graph = torch.cuda.CUDAGraph()
+        for g in stack.groups:
+            for gen in g.gens:
+                self.graph.register_generator_state(gen)
+        side = torch.cuda.Stream(dev)
+        side.wait_stream(torch.cuda.current_stream(dev))
+        with torch.cuda.stream(side):
+            stack.warmup()  # cuBLAS and autograd set up outside the capture
+            with torch.cuda.graph(self.graph, stream=side):
+                self.draws = [g.draw(stack.config.batch_size) for g in stack.groups]
+                self.out = [g.step(*d) for g, d in zip(stack.groups, self.draws)]
+        torch.cuda.current_stream(dev).wait_stream(side)
+        check_draws(stack, lambda: (self.graph.replay(), self.draws)[1])
+
+    def __call__(self) -> list[torch.Tensor]:
         self.graph.replay()
         return self.out
+
+
+def check_draws(stack: Stack, replay) -> None:
+    """Run replay() (one full-batch step of every run, returning the [(idx, t, eps)] it drew) on a
+    copy of the state; raise DrawsDiffer unless its draws equal eager draws from twins of the
+    generators. The parameters, optimizer state, pass positions and generators are put back."""
+    groups, b, dev = stack.groups, stack.config.batch_size, stack.device
+    states = [[gen.get_state() for gen in g.gens] for g in groups]
+    kept = [t for g in groups for t in (g.flat, g.pos, *(v for st in g.opt.state.values() for v in st.values()
+                                                          if isinstance(v, torch.Tensor)))]
+    saved = [t.clone() for t in kept]
+    starts = [g.pos.clone() for g in groups]
+    try:
+        for g, start, group_states, (idx, t, eps) in zip(groups, starts, states, replay()):
+            if not torch.equal(idx, g.perm[:, start + g.offsets]):
+                raise DrawsDiffer("the captured step's batch indices differ from the eager step's")
+            for i, state in enumerate(group_states):
+                twin = torch.Generator(device=dev)
+                twin.set_state(state)
+                if not (torch.equal(t[i], torch.randint(0, g.configs[0].timesteps, (b,), generator=twin, device=dev))
+                        and torch.equal(eps[i], torch.randn(b, 2, generator=twin, device=dev))):
+                    raise DrawsDiffer(f"the captured step's draws differ from the eager step's ({g.configs[i].run_id})")
+    finally:
+        for t, v in zip(kept, saved):
+            t.copy_(v)
+        for g, group_states in zip(groups, states):
+            for gen, state in zip(g.gens, group_states):
+                gen.set_state(state)
 
 
 def train_stack(configs: list[TrainConfig], device: str | torch.device = "cuda", cuda_graph: bool | None = None,
@@ -170,6 +227,7 @@ def train_stack(configs: list[TrainConfig], device: str | torch.device = "cuda",
     c = stack.config
     cuda_graph = device.type == "cuda" and c.steps > 20 if cuda_graph is None else cuda_graph
     every = every or max(1, c.steps // 100)
+    per_pass = math.ceil(c.n_points / c.batch_size)  # batch_indices: the last batch of a pass may be short
     graphed, last = None, 0
     for cfg in configs:
         with precision(cfg.compute_precision, device):  # tf32 on a CPU: refused before any work
@@ -179,18 +237,19 @@ def train_stack(configs: list[TrainConfig], device: str | torch.device = "cuda",
     for s in range(c.steps):
         for g in stack.groups:
             set_lr(g.opt, cosine_lr(g.configs[0].lr, s, c.steps))
-        draws = stack.draw()
-        full = draws[0][0].shape[1] == c.batch_size
-        if cuda_graph and s >= 2 and full:
+        if s % per_pass == 0:
+            stack.new_pass()
+        size = min(c.batch_size, c.n_points - (s % per_pass) * c.batch_size)
+        if cuda_graph and s >= 2 and size == c.batch_size:
             try:
-                graphed = graphed or _Graphed(stack, draws)
-                losses = graphed(draws)
-            except RuntimeError as e:  # a capture this torch cannot do: the same step, eagerly
+                graphed = graphed or _Graphed(stack)
+                losses = graphed()
+            except RuntimeError as e:  # a capture this torch cannot do, or draws that differ: step eagerly
                 warnings.warn(f"stacked step not captured as a CUDA graph ({str(e).splitlines()[0]}); running eagerly")
                 cuda_graph, graphed = False, None
-                losses = stack.step(draws)
+                losses = stack.step(size)
         else:
-            losses = stack.step(draws)
+            losses = stack.step(size)
         for g, loss in zip(stack.groups, losses):
             g.ema.update(s)
             g.losses[:, s] = loss

@@ -1,11 +1,13 @@
 """Stacked runs (issue 12): one vmapped step for many runs, each with its own everything."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
 
 from dualscale import Store, TrainConfig, make_dataset
 from dualscale.metrics import kl_divergence
-from dualscale.stack import group_key, train_stack
+from dualscale.stack import DrawsDiffer, Stack, check_draws, group_key, train_stack
 from dualscale.stack_sweep import block_means, evaluate_group, run_stacks, stacks_of
 from dualscale.runs import run_config
 
@@ -87,3 +89,56 @@ def test_tf32_is_refused_on_a_cpu_and_bf16_trains():
         drain(train_stack([TrainConfig(compute_precision="tf32", steps=5)], "cpu"))
     group, _ = drain(train_stack([TrainConfig(dataset="moons", compute_precision="bf16", steps=30, n_points=1000)], "cpu"))[0]
     assert torch.isfinite(group.losses).all()
+
+
+def _stack_after_one_step(configs):
+    stack = Stack(configs, torch.device("cpu"))
+    stack.new_pass()
+    stack.step(configs[0].batch_size)  # the optimizer has state, as when a capture is checked
+    return stack
+
+
+def test_check_draws_accepts_the_eager_draws_catches_a_shifted_stream_and_puts_everything_back():
+    """The check a captured step passes before its first real replay: its draws must be the eager
+    step's, and checking must leave no trace (the next step equals that of an unchecked stack)."""
+    small = [TrainConfig(dataset=d, variant="adaptive", seed=s, steps=40, n_points=600, batch_size=64)
+             for d, s in (("dino", 0), ("moons", 1))]
+    b = small[0].batch_size
+
+    def eager(stack, extra_draw=False):
+        def replay():
+            draws = []
+            for g in stack.groups:
+                if extra_draw:  # a stream one draw ahead: what a wrongly captured generator would do
+                    torch.randn(1, generator=g.gens[-1])
+                draws.append(g.draw(b))
+                g.step(*draws[-1])
+            return draws
+        return replay
+
+    checked, plain = _stack_after_one_step(small), _stack_after_one_step(small)
+    check_draws(checked, eager(checked))
+    with pytest.raises(DrawsDiffer, match=r"draws differ from the eager step's \(moons"):
+        check_draws(checked, eager(checked, extra_draw=True))
+    for stack in (checked, plain):
+        stack.step(b)
+    for gc, gp in zip(checked.groups, plain.groups):
+        assert torch.equal(gc.flat, gp.flat) and torch.equal(gc.pos, gp.pos)
+        for sc, sp in zip(gc.opt.state.values(), gp.opt.state.values()):
+            assert all(torch.equal(sc[k], sp[k]) for k in sp)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (benchmarks/gpu_session.sh runs it)")
+def test_cuda_stacked_graph_draws_and_steps_as_the_eager_stack():
+    """The stacked step captured with every run's draws in the graph gives the eager stack's
+    numbers exactly: the same batches, t and noise, the same kernels (short batches every pass)."""
+    configs = [TrainConfig(dataset=d, variant=v, seed=s, steps=300, n_points=4000)
+               for d, v, s in (("dino", "baseline", 0), ("moons", "adaptive", 1), ("line", "fixed", 2))]
+    runs = []
+    for graph in (False, True):
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a capture that fell back to eager would warn
+            runs.append({c.run_id: (g.losses[i].cpu(), g.ema_flat[i].cpu())
+                         for g, _ in drain(train_stack(configs, "cuda", cuda_graph=graph)) for i, c in enumerate(g.configs)})
+    for key, (losses, ema) in runs[0].items():
+        assert torch.equal(losses, runs[1][key][0]) and torch.equal(ema, runs[1][key][1]), key
