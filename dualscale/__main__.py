@@ -9,6 +9,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 
 from tqdm import tqdm
@@ -22,6 +23,7 @@ from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Ca
 from .store import RunInProgress, Store, StoreError
 from .system import DEVICES, resolve_device
 
+STARTED = time.perf_counter()  # the wall-time summary of a stacked sweep counts from here
 TYPES = {"int": int, "float": float, "str": str}
 SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
 
@@ -208,8 +210,8 @@ def run_stacked(configs, store: Store, a, device) -> None:
     command = remake_sweep_command(a.argv)
     with tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
               unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
-        offset = 0
-        for event in run_stacks(todo, store, device, a.half, a.light, command):
+        offset, timings = 0, {}
+        for event in run_stacks(todo, store, device, a.half, a.light, command, timings=timings):
             if event[0] == "step":
                 _, done, total = event
                 bar.update(offset + done - bar.n)
@@ -220,6 +222,11 @@ def run_stacked(configs, store: Store, a, device) -> None:
                 _, c, run = event
                 tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {run.metrics['eval_loss']:.4f} "
                            f"KL {kl.format(run.metrics['kl_divergence'])}", file=sys.stderr)
+    if todo:  # where the time went (the GPU's figures: benchmarks/results)
+        wall = time.perf_counter() - STARTED
+        parts = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())
+        print(f"{len(todo)} stacked runs, {wall:.1f} s since start: {parts}, "
+              f"start-up and the rest {wall - sum(timings.values()):.1f}", file=sys.stderr)
 
 
 def remake_sweep_command(argv: list[str]) -> str:

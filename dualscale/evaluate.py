@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from .diffusion import NoiseSchedule, sample
-from .metrics import kl_divergence, sample_metrics, start_mismatch
+from .metrics import run_scores
 from .models import Denoiser
 from .system import precision, synchronize
 from .train import Trained
@@ -59,12 +59,6 @@ def oracle_samples(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor,
     return sample(model, schedule, n, g, start=oracle_start(schedule, data, n, g))[0]
 
 
-def start_metrics(real: np.ndarray, oracle: np.ndarray, schedule: NoiseSchedule) -> dict:
-    """kl_oracle_start (from the oracle-start samples) and start_mismatch (from the data and schedule)."""
-    return {"kl_oracle_start": kl_divergence(real, oracle),
-            "start_mismatch": start_mismatch(real, float(schedule.alphas_cumprod[-1]))}
-
-
 def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | None = None):
     """Every metric of the registry for one trained run, plus what the dashboard draws.
 
@@ -89,6 +83,6 @@ def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | No
     real = trained.data.cpu().numpy() if data_np is None else data_np
     yield "metrics"
     metrics = {"training_time": trained.training_time, "eval_loss": loss, "inference_time": inference_time,
-               **sample_metrics(real, samples), **start_metrics(real, oracle, trained.schedule)}
+               **run_scores(real, samples, oracle, float(trained.schedule.alphas_cumprod[-1]))}
     steps = np.arange(trained.schedule.timesteps, -1, -1)
     return Evaluation(metrics, samples.astype(np.float32), alpha, steps, traj.astype(np.float16))

@@ -109,33 +109,27 @@ def rescore(store: Store, metrics=None, runs=None):
     From the stored samples and the seed-42 data: every sample metric. From the data and the
     schedule: start_mismatch. From the weights (runs that ship them): kl_oracle_start, sampled
     from q(x_T) with a generator seeded by the run's seed."""
-    from .data import make_dataset
     from .evaluate import oracle_samples
-    from .metrics import METRICS, kl_divergence, start_mismatch
+    from .metrics import METRICS, data_cloud, kl_divergence, start_mismatch
     from .train import make_schedule
 
     wanted = list(metrics or METRICS)
     names = [m for m in wanted if METRICS[m].from_samples is not None]
-    mismatch: dict[tuple, float] = {}  # the same for every run of a dataset and schedule
     for run in (store.runs() if runs is None else runs):
         missing = [m for m in names if m not in run.metrics]
         start = [m for m in ("start_mismatch", "kl_oracle_start") if m in wanted and m not in run.metrics
                  and not (m == "kl_oracle_start" and run.light)]
         if not missing and not start:
             continue
-        real = make_dataset(run.config.dataset, run.config.n_points)
-        values = {m: METRICS[m].from_samples(real, run.samples()) for m in missing}
+        data = data_cloud(run.config.dataset, run.config.n_points)  # kept: the next run likely shares it
+        values = {m: METRICS[m].from_samples(data, run.samples()) for m in missing}
         schedule = make_schedule(run.config)
-        if "start_mismatch" in start:
-            key = (run.config.dataset, run.config.n_points, run.config.timesteps, run.config.beta_schedule,
-                   run.config.beta_end)
-            if key not in mismatch:
-                mismatch[key] = start_mismatch(real, float(schedule.alphas_cumprod[-1]))
-            values["start_mismatch"] = mismatch[key]
+        if "start_mismatch" in start:  # kept in the cloud per schedule: the same for every run of a dataset
+            values["start_mismatch"] = start_mismatch(data, float(schedule.alphas_cumprod[-1]))
         if "kl_oracle_start" in start:
-            oracle = oracle_samples(run.load_model("ema"), schedule, torch.from_numpy(real), run.config.n_samples,
-                                    torch.Generator().manual_seed(run.config.seed))
-            values["kl_oracle_start"] = kl_divergence(real, oracle)
+            oracle = oracle_samples(run.load_model("ema"), schedule, torch.from_numpy(data.points).float(),
+                                    run.config.n_samples, torch.Generator().manual_seed(run.config.seed))
+            values["kl_oracle_start"] = kl_divergence(data, oracle)
         yield store.update_metrics(run, values), values
 
 

@@ -117,16 +117,6 @@ def evaluate_group(group: Group, n_samples: int, training_time: float, keep: int
 
 # ---- a stacked sweep: train, evaluate, score on the CPU cores, store ----
 
-def score(dataset: str, n_points: int, samples: np.ndarray, oracle: np.ndarray, abar_last: float) -> dict:
-    """The sample metrics, kl_oracle_start and start_mismatch of one run (runs in a CPU worker)."""
-    from .data import make_dataset
-    from .metrics import kl_divergence, sample_metrics, start_mismatch
-
-    real = make_dataset(dataset, n_points)
-    return {**sample_metrics(real, samples), "kl_oracle_start": kl_divergence(real, oracle),
-            "start_mismatch": start_mismatch(real, abar_last)}
-
-
 LOSS_BLOCK = 100  # a light run's loss history: means of this many steps
 
 
@@ -144,33 +134,57 @@ def stacks_of(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     return sorted(out.values(), key=len, reverse=True)
 
 
+PHASES = ("training", "evaluation", "scoring", "saving")  # where a stacked sweep's time goes (timings)
+
+
+def score_tasks(configs: list[TrainConfig], results: list[dict], abar: float, workers: int) -> list[tuple]:
+    """metrics.score_runs tasks for a group's runs: one dataset per task (its DataCloud is built once
+    per worker and task), in chunks that spread the runs over the workers. -> [(indices, args)]."""
+    by_dataset: dict[tuple, list[int]] = {}
+    for i, c in enumerate(configs):
+        by_dataset.setdefault((c.dataset, c.n_points), []).append(i)
+    chunk = max(1, -(-len(configs) // workers))
+    return [(idx[j:j + chunk], (ds, n, abar, [(results[i]["samples"], results[i]["oracle"]) for i in idx[j:j + chunk]]))
+            for (ds, n), idx in by_dataset.items() for j in range(0, len(idx), chunk)]
+
+
 def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bool = False, light: bool = False,
-               command: str = "", jobs: int | None = None):
+               command: str = "", jobs: int | None = None, timings: dict | None = None):
     """Train, evaluate and store configs in stacks. Yields ("step", done, total) while training and
     ("done", config, run) as each run is stored. light: store no weights and no trajectory, and
-    the samples as float16, with every sample metric computed from those stored samples."""
-    from joblib import Parallel
+    the samples as float16, with every sample metric computed from those stored samples.
+    timings: a dict that gets the seconds spent in each of PHASES ("scoring": waiting for it; it
+    runs on every CPU core while the GPU evaluates the next group)."""
+    import os
 
-    workers = Parallel(n_jobs=jobs or -1, backend="loky", return_as="generator")
+    from joblib.externals.loky import get_reusable_executor
+
+    timings = {} if timings is None else timings
+    for phase in PHASES:
+        timings.setdefault(phase, 0.0)
+    workers = jobs or os.cpu_count() or 1
+    executor = get_reusable_executor(max_workers=workers)
     try:
-        yield from _run_stacks(configs, store, device, half, light, command, workers)
+        yield from _run_stacks(configs, store, device, half, light, command, executor, workers, timings)
     finally:  # the reusable scoring workers would idle on for minutes after the command returns
-        from joblib.externals.loky import get_reusable_executor
-
-        get_reusable_executor().shutdown(wait=True)
+        executor.shutdown(wait=True)
 
 
-def _run_stacks(configs, store, device, half, light, command, workers):
-    from joblib import delayed
-
+def _run_stacks(configs, store, device, half, light, command, executor, workers, timings):
+    from .metrics import score_runs
     from .runs import made_record
 
+    clock = time.perf_counter
     for configs_here in stacks_of(configs):
         with contextlib.ExitStack() as locks:
             for c in configs_here:
                 locks.enter_context(store.lock(c))
+            t0 = clock()
             trained = yield from _train_progress(configs_here, device)
+            timings["training"] += clock() - t0
+            pending = []
             for group, training_time in trained:
+                t0 = clock()
                 if half:
                     group.flat.copy_(group.flat.half().float())
                     group.ema_flat.copy_(group.ema_flat.half().float())
@@ -181,13 +195,22 @@ def _run_stacks(configs, store, device, half, light, command, workers):
                     if light:
                         r["samples"] = r["samples"].astype(np.float16)
                 abar = float(group.schedule.alphas_cumprod[-1])
-                scores = list(workers(delayed(score)(c.dataset, c.n_points, r["samples"], r["oracle"], abar)
-                                      for c, r in zip(group.configs, results)))
-                for i, (c, r, sc) in enumerate(zip(group.configs, results, scores)):
+                futures = [(idx, executor.submit(score_runs, *args))
+                           for idx, args in score_tasks(group.configs, results, abar, workers)]
+                pending.append((group, results, futures))
+                timings["evaluation"] += clock() - t0
+            for group, results, futures in pending:
+                t0 = clock()
+                scores = {}
+                for idx, future in futures:
+                    scores.update(zip(idx, future.result()))
+                timings["scoring"] += clock() - t0
+                t0 = clock()
+                for i, (c, r) in enumerate(zip(group.configs, results)):
                     made = {**made_record(device, half, command), "stack": len(configs_here),
                             **({"samples": "float16"} if light else {})}
                     metrics = {"training_time": r["training_time"], "eval_loss": r["eval_loss"],
-                               "inference_time": r["inference_time"], **sc,
+                               "inference_time": r["inference_time"], **scores[i],
                                **{k: made[k] for k in ("device", "threads", "torch")}}
                     arrays = {"samples": r["samples"], "alpha": r["alpha"], "losses": r["losses"].astype(np.float32)}
                     if light:  # the loss history as means of LOSS_BLOCK steps: 400 bytes, not 40 kB
@@ -196,7 +219,10 @@ def _run_stacks(configs, store, device, half, light, command, workers):
                     if not light:
                         arrays.update(traj_t=np.arange(c.timesteps, -1, -1), trajectory=r["trajectory"])
                         weights = {"online": group.models[i].state_dict(), "ema": group.emas[i].state_dict()}
-                    yield "done", c, store.save(c, weights, metrics, arrays, half=half, made=made)
+                    run = store.save(c, weights, metrics, arrays, half=half, made=made)
+                    timings["saving"] += clock() - t0
+                    yield "done", c, run
+                    t0 = clock()
 
 
 def _train_progress(configs, device):

@@ -306,6 +306,33 @@ def test_kl_gaussian_closed_form():
     assert abs(same) < 0.03
 
 
+def test_a_data_cloud_scores_exactly_as_the_plain_points_and_once_per_dataset():
+    """DataCloud keeps the data's side of the metrics (rho, sorted projections, the equal-size
+    subset and its balls, start_mismatch); every value equals the plain array's, bit for bit."""
+    from dualscale.metrics import DataCloud, run_scores
+
+    real = make_dataset("dino", 20_000)
+    data = DataCloud(real)
+    rng = np.random.default_rng(5)
+    for spread in (0.02, 0.3):
+        samples = real[rng.choice(len(real), 3000)] + spread * rng.normal(size=(3000, 2))
+        oracle = samples[::-1] + 0.01
+        assert run_scores(data, samples, oracle, 0.364) == run_scores(real, samples, oracle, 0.364)
+    assert {k[0] for k in data._memo} == {"rho", "projections", "equal_size", "balls", "start_mismatch"}
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 1000, 100_000])
+def test_inverted_cdf_index_reads_the_order_statistic_numpy_quantile_reads(n):
+    from dualscale.metrics import inverted_cdf_index
+
+    x = np.random.default_rng(n).normal(size=n)
+    for m in (1, 3, 10, 500, 10_000):
+        q = (np.arange(m) + 0.5) / m
+        np.testing.assert_array_equal(np.sort(x)[inverted_cdf_index(n, q)], np.quantile(x, q, method="inverted_cdf"))
+    q = np.array([0.0, 1e-12, 0.5, 1 - 1e-12, 1.0])
+    np.testing.assert_array_equal(np.sort(x)[inverted_cdf_index(n, q)], np.quantile(x, q, method="inverted_cdf"))
+
+
 def test_kl_bad_input():
     a = np.zeros((10, 2)) + np.arange(10)[:, None]
     with pytest.raises(ValueError, match="k must be"):

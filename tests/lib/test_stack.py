@@ -8,7 +8,7 @@ import torch
 from dualscale import Store, TrainConfig, make_dataset
 from dualscale.metrics import kl_divergence
 from dualscale.stack import DrawsDiffer, Stack, check_draws, group_key, train_stack
-from dualscale.stack_sweep import block_means, evaluate_group, run_stacks, stacks_of
+from dualscale.stack_sweep import block_means, evaluate_group, run_stacks, score_tasks, stacks_of
 from dualscale.runs import run_config
 
 STEPS = dict(steps=300, n_points=5000, n_samples=2000)
@@ -142,3 +142,13 @@ def test_cuda_stacked_graph_draws_and_steps_as_the_eager_stack():
                          for g, _ in drain(train_stack(configs, "cuda", cuda_graph=graph)) for i, c in enumerate(g.configs)})
     for key, (losses, ema) in runs[0].items():
         assert torch.equal(losses, runs[1][key][0]) and torch.equal(ema, runs[1][key][1]), key
+
+
+def test_score_tasks_keep_one_dataset_per_task_and_cover_every_run_once():
+    configs = [TrainConfig(dataset=d, seed=s) for s in range(5) for d in ("dino", "moons")]
+    results = [{"samples": np.full((3, 2), i), "oracle": None} for i in range(len(configs))]
+    tasks = score_tasks(configs, results, 0.5, workers=4)  # 10 runs on 4 workers: chunks of 3
+    assert sorted(i for idx, _ in tasks for i in idx) == list(range(10))
+    for idx, (dataset, n_points, abar, runs) in tasks:
+        assert {configs[i].dataset for i in idx} == {dataset} and len(idx) <= 3 and abar == 0.5
+        assert [int(s[0, 0]) for s, _ in runs] == idx
