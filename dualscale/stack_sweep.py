@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -159,22 +160,24 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
 
     from joblib.externals.loky import get_reusable_executor
 
+    from .runs import made_record
+
     timings = {} if timings is None else timings
     for phase in PHASES:
         timings.setdefault(phase, 0.0)
     workers = jobs or os.cpu_count() or 1
-    executor = get_reusable_executor(max_workers=workers)
+    executor = get_reusable_executor(max_workers=workers)  # scoring: processes (scipy holds the GIL)
+    clock, made = time.perf_counter, made_record(device, half, command)
     try:
-        yield from _run_stacks(configs, store, device, half, light, command, executor, workers, timings)
+        with ThreadPoolExecutor(max_workers=min(8, workers)) as savers:  # saving: zlib releases the GIL
+            yield from _stacks(configs, store, device, half, light, executor, workers, timings, made, savers, clock)
     finally:  # the reusable scoring workers would idle on for minutes after the command returns
         executor.shutdown(wait=True)
 
 
-def _run_stacks(configs, store, device, half, light, command, executor, workers, timings):
+def _stacks(configs, store, device, half, light, executor, workers, timings, made, savers, clock):
     from .metrics import score_runs
-    from .runs import made_record
 
-    clock = time.perf_counter
     for configs_here in stacks_of(configs):
         with contextlib.ExitStack() as locks:
             for c in configs_here:
@@ -206,23 +209,29 @@ def _run_stacks(configs, store, device, half, light, command, executor, workers,
                     scores.update(zip(idx, future.result()))
                 timings["scoring"] += clock() - t0
                 t0 = clock()
-                for i, (c, r) in enumerate(zip(group.configs, results)):
-                    made = {**made_record(device, half, command), "stack": len(configs_here),
-                            **({"samples": "float16"} if light else {})}
-                    metrics = {"training_time": r["training_time"], "eval_loss": r["eval_loss"],
-                               "inference_time": r["inference_time"], **scores[i],
-                               **{k: made[k] for k in ("device", "threads", "torch")}}
-                    arrays = {"samples": r["samples"], "alpha": r["alpha"], "losses": r["losses"].astype(np.float32)}
-                    if light:  # the loss history as means of LOSS_BLOCK steps: 400 bytes, not 40 kB
-                        arrays.update(losses=block_means(r["losses"], LOSS_BLOCK), loss_block=np.array(LOSS_BLOCK))
-                    weights = None
-                    if not light:
-                        arrays.update(traj_t=np.arange(c.timesteps, -1, -1), trajectory=r["trajectory"])
-                        weights = {"online": group.models[i].state_dict(), "ema": group.emas[i].state_dict()}
-                    run = store.save(c, weights, metrics, arrays, half=half, made=made)
+                saves = [savers.submit(_save, store, group, i, c, r, scores[i], light, half,
+                                       {**made, "stack": len(configs_here)})
+                         for i, (c, r) in enumerate(zip(group.configs, results))]
+                for c, save in zip(group.configs, saves):
+                    run = save.result()
                     timings["saving"] += clock() - t0
                     yield "done", c, run
                     t0 = clock()
+
+
+def _save(store, group, i: int, c: TrainConfig, r: dict, scores: dict, light: bool, half: bool, made: dict):
+    """Store run i of a group (in a thread: compressing its files releases the GIL)."""
+    made = {**made, **({"samples": "float16"} if light else {})}
+    metrics = {"training_time": r["training_time"], "eval_loss": r["eval_loss"], "inference_time": r["inference_time"],
+               **scores, **{k: made[k] for k in ("device", "threads", "torch")}}
+    arrays = {"samples": r["samples"], "alpha": r["alpha"], "losses": r["losses"].astype(np.float32)}
+    if light:  # the loss history as means of LOSS_BLOCK steps: 400 bytes, not 40 kB
+        arrays.update(losses=block_means(r["losses"], LOSS_BLOCK), loss_block=np.array(LOSS_BLOCK))
+    weights = None
+    if not light:
+        arrays.update(traj_t=np.arange(c.timesteps, -1, -1), trajectory=r["trajectory"])
+        weights = {"online": group.models[i].state_dict(), "ema": group.emas[i].state_dict()}
+    return store.save(c, weights, metrics, arrays, half=half, made=made)
 
 
 def _train_progress(configs, device):
