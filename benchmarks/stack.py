@@ -1,8 +1,9 @@
 """The stacked training step against the bare matmuls of the same shapes.
 
 For K runs stacked (the paper's 12 runs = 20 branches; 10 seeds of them = 200 branches), time
-  - the real stacked step (stack.train_stack: draws, vmapped forward + backward, per-run
-    clipping, fused AdamW, EMA; one CUDA graph per step on a GPU), as ms per step;
+  - the real stacked step (stack.train_stack: every run's draws, vmapped forward + backward,
+    per-run clipping, fused AdamW; on a GPU one CUDA graph per step, draws included; then EMA
+    and lr outside), as ms per step;
   - the bare matmuls of that step: per branch, the 4 (B, 256) x (256, 256) products of the
     forward and the 8 of the backward, as 12 batched matmuls over all branches;
 and print the medians and their ratio (the stacked step's share of the bare-matmul rate).
@@ -13,25 +14,28 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 
-from dualscale.config import TrainConfig
-from dualscale.data import PAPER_DATASETS
-from dualscale.config import VARIANTS
-from dualscale.stack import train_stack
-from dualscale.system import resolve_device, synchronize
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from dualscale.config import VARIANTS, TrainConfig  # noqa: E402
+from dualscale.data import PAPER_DATASETS  # noqa: E402
+from dualscale.stack import train_stack  # noqa: E402
+from dualscale.system import resolve_device, synchronize  # noqa: E402
 
 
-def stacked_ms(configs, device, steps: int) -> float:
-    """Median ms per step over the second half of a run of `steps` steps (after capture/warm-up)."""
+def stacked_ms(configs, device, steps: int, chunk: int = 50) -> float:
+    """Median ms per step over chunks of `chunk` steps in the second half of a run of `steps` steps
+    (after the capture and warm-up); train_stack syncs once per chunk, as a real run does."""
     stamps = []
-    gen = train_stack([TrainConfig(**{**c.to_dict(), "steps": steps}) for c in configs], device, every=1)
+    gen = train_stack([TrainConfig(**{**c.to_dict(), "steps": steps}) for c in configs], device, every=chunk)
     for done, total, _ in gen:
-        stamps.append(time.perf_counter())  # every=1: one .item() sync per step
+        stamps.append(time.perf_counter())
     half = stamps[len(stamps) // 2:]
-    return 1e3 * statistics.median(b - a for a, b in zip(half, half[1:]))
+    return 1e3 * statistics.median(b - a for a, b in zip(half, half[1:])) / chunk
 
 
 def bare_ms(branches: int, batch: int, device, repeats: int = 50) -> float:
@@ -59,7 +63,7 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--device", default="auto")
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 10], help="seeds per run: 1 = the paper's 12 runs")
-    p.add_argument("--steps", type=int, default=400)
+    p.add_argument("--steps", type=int, default=600)
     p.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
     device = resolve_device(a.device)
