@@ -1,7 +1,13 @@
 #!/bin/bash
-# The GPU checks of issues 12 and 13 in one go, most important first; every step leaves its
-# results under $OUT as soon as it ends, so a run cut short still reports what it finished.
+# Issue 12's GPU checks in one go, most important first; every step leaves its results under
+# $OUT as soon as it ends, so a run cut short still reports what it finished (~5 min on an H100).
 #   OUT=/tmp/out bash benchmarks/gpu_session.sh
+# 1. the stacked step with every run's draws captured in the graph gives the eager stack's numbers
+#    (and the single-run graph its eager numbers); nothing below is worth timing if that fails;
+# 2. the 12-run reproduction and the 10-seed light sweep, stacked: wall from the command to the
+#    tables, and the line each prints of where the time went (training, evaluation, scoring, saving);
+# 3. the stacked step against the bare matmuls of its shapes;
+# 4. the 12 runs trained alone on the same card (fidelity: stacked against alone, run by run).
 export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD TQDM_DISABLE=1
 W=/tmp/gpu_work; mkdir -p "$W" "$OUT"
 step() {  # step NAME SECONDS COMMAND...: run with a limit, print its wall time and exit code
@@ -13,24 +19,24 @@ step() {  # step NAME SECONDS COMMAND...: run with a limit, print its wall time 
   echo "== $name: wall $(( ($(date +%s%N) - t0) / 1000000 )) ms, exit $rc"
   return $rc
 }
-pack() { tar czf "$OUT/$1.tgz" -C "$W" "${@:2}" 2>/dev/null; }
 R="python3 -m dualscale reproduce"
 nvidia-smi -L; python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name())"
-step smoke 120 $R --steps 60 --n-samples 500 --store "$W/smoke" || { echo "smoke failed: stopping"; exit 1; }
-step reproduction 150 $R --seeds 0 --store "$W/repro"
-pack results repro/tables
-step seeds10_linear 200 $R --seeds 0-9 --light --store "$W/study_linear"
-pack study_linear study_linear
-step seeds10_zero_snr_v 200 $R --seeds 0-9 --light --beta-schedule zero_snr --prediction v --store "$W/study_zero_snr"
-pack study_zero_snr study_zero_snr
-step seeds10_cosine 200 $R --seeds 0-9 --light --beta-schedule cosine --store "$W/study_cosine"
-pack study_cosine study_cosine
-step bench 120 python3 benchmarks/stack.py --steps 300 --repeats 3
-step tf32 90 $R --seeds 0 --precision tf32 --store "$W/tf32" --out "$W/tables_tf32"
-step bf16 90 $R --seeds 0 --precision bf16 --store "$W/bf16" --out "$W/tables_bf16"
-pack results repro/tables tables_tf32 tables_bf16
-step seeds10_linear_beta_end_0.1 200 $R --seeds 0-9 --light --beta-end 0.1 --store "$W/study_beta_end"
-pack study_beta_end study_beta_end
+step tests 150 python3 -m pytest -x -q -rs tests/lib/test_stack.py tests/lib/test_runs.py -k cuda \
+  || { echo "the captured draws or steps differ: stopping"; exit 1; }
+step reproduction 120 $R --seeds 0 --store "$W/repro"
+cp "$W/repro/tables/runs.csv" "$OUT/runs_stacked.csv"
+step seeds10 200 $R --seeds 0-9 --light --store "$W/seeds10"
+cp "$W/seeds10/tables/runs.csv" "$OUT/runs_seeds10.csv"
+step bench 150 python3 benchmarks/stack.py --steps 600 --repeats 3
 step alone 150 $R --seeds 0 --no-stack --jobs 8 --store "$W/alone" --out "$W/tables_alone"
-pack results repro/tables tables_tf32 tables_bf16 tables_alone
+cp "$W/tables_alone/runs.csv" "$OUT/runs_alone.csv"
+python3 - "$OUT" <<'PY'
+import sys, pandas as pd
+out = sys.argv[1]
+a, b = pd.read_csv(f"{out}/runs_stacked.csv"), pd.read_csv(f"{out}/runs_alone.csv")
+m = a.merge(b, on=["dataset", "variant", "seed"], suffixes=("_stacked", "_alone"))
+for k in ("eval_loss", "kl_divergence"):
+    d = (m[f"{k}_stacked"] - m[f"{k}_alone"]).abs()
+    print(f"stacked vs alone, {len(m)} runs: |{k} diff| max {d.max():.5f}, mean {d.mean():.5f}")
+PY
 echo "== done $(date +%T)"
