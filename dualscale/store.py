@@ -27,6 +27,8 @@ FILES = ("weights.npz", "arrays.npz")
 LIGHT_FILES = ("arrays.npz",)  # a light run: samples, alpha(t), loss history and metrics; no weights, no trajectory
 
 
+_UMASK = os.umask(0o022)  # read once (os.umask sets it too: put it straight back)
+os.umask(_UMASK)
 SHIPPED = ("reference", "study")  # committed folders of light and full runs, read as shipped runs
 
 
@@ -187,6 +189,7 @@ class Store:
         self.check_writable()
         root.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-", dir=root))
+        os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; a run folder reads like any other
         try:
             files = FILES if weights is not None else LIGHT_FILES
             if weights is not None:
@@ -467,6 +470,7 @@ def _write_json(path: Path, obj) -> None:
 def _atomic_write(path: Path, data: bytes) -> None:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)  # mkstemp makes it 0600; the file reads like any other
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()

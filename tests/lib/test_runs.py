@@ -409,6 +409,18 @@ def test_light_runs_keep_samples_alpha_losses_and_metrics(adaptive_run, store, t
     assert sum(f.stat().st_size for f in light.path.iterdir()) < 120_000
 
 
+def test_stored_runs_read_like_any_other_file(adaptive_run, store, tmp_path):
+    """Runs are written under temporary names (mkdtemp/mkstemp make those 0700/0600); the stored
+    folder and its files get the permissions of the umask, so a store shared by a group reads."""
+    import stat
+
+    from dualscale.store import _UMASK
+
+    light = Store(tmp_path).save_light(store.find(adaptive_run[0]))
+    assert stat.S_IMODE(light.path.stat().st_mode) == 0o777 & ~_UMASK
+    assert {stat.S_IMODE(f.stat().st_mode) for f in light.path.iterdir()} == {0o666 & ~_UMASK}
+
+
 def test_rescore_fills_missing_metrics_from_stored_samples(adaptive_run, store, tmp_path):
     import shutil
 
