@@ -58,6 +58,20 @@ def test_no_import_cycle_inside_the_package():
     assert "evaluate" not in graph["train"] and "sample" not in graph  # sample() lives in diffusion
 
 
+def test_a_scoring_worker_never_imports_torch():
+    """A sweep's scoring workers import the metrics alone: no torch (seconds per worker with CUDA)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, numpy as np; from dualscale.metrics import score_runs; "
+            "s = np.random.default_rng(0).normal(size=(300, 2)); "
+            "out = score_runs('moons', 2000, 0.36, [(s, s)]); "
+            "assert len(out) == 1 and 'kl_oracle_start' in out[0], out; print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=PACKAGE.parent, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
+
+
 def test_no_streamlit_and_no_printing_in_the_library():
     for p in PACKAGE.glob("*.py"):
         text = p.read_text()
