@@ -94,7 +94,8 @@ def parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="the paper's 3 variants x 4 datasets and its three tables")
     settings_args(r, plural=True)
     r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
-                   "up to 8 on a CUDA GPU; 1 on MPS)")
+                   "up to 8 on a CUDA GPU; 1 on MPS); with --stack: the processes that score the runs "
+                   "(default: one per CPU core)")
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
     r.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
                    help="train runs that share steps, batch and data size as one stacked model per step, in "
@@ -211,7 +212,7 @@ def run_stacked(configs, store: Store, a, device) -> None:
     with tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
               unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
         offset, timings = 0, {}
-        for event in run_stacks(todo, store, device, a.half, a.light, command, timings=timings):
+        for event in run_stacks(todo, store, device, a.half, a.light, command, jobs=a.jobs, timings=timings):
             if event[0] == "step":
                 _, done, total = event
                 bar.update(offset + done - bar.n)
