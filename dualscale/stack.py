@@ -168,6 +168,8 @@ class _Graphed:
     def __init__(self, stack: Stack):
         self.stack, dev = stack, stack.device
         self.graph = torch.cuda.CUDAGraph()
+        if not hasattr(self.graph, "register_generator_state"):  # torch < 2.5
+            raise RuntimeError("this torch cannot register generators with a CUDA graph")
         for g in stack.groups:
             for gen in g.gens:
                 self.graph.register_generator_state(gen)
