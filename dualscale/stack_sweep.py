@@ -167,16 +167,18 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
         timings.setdefault(phase, 0.0)
     workers = jobs or os.cpu_count() or 1
     executor = get_reusable_executor(max_workers=workers)  # scoring: processes (scipy holds the GIL)
-    clock, made = time.perf_counter, made_record(device, half, command)
+    made = made_record(device, half, command)
     try:
         with ThreadPoolExecutor(max_workers=min(8, workers)) as savers:  # saving: zlib releases the GIL
-            yield from _stacks(configs, store, device, half, light, executor, workers, timings, made, savers, clock)
+            yield from _stacks(configs, store, device, half, light, executor, workers, timings, made, savers)
     finally:  # the reusable scoring workers would idle on for minutes after the command returns
         executor.shutdown(wait=True)
 
 
-def _stacks(configs, store, device, half, light, executor, workers, timings, made, savers, clock):
+def _stacks(configs, store, device, half, light, executor, workers, timings, made, savers):
     from .metrics import score_runs
+
+    clock = time.perf_counter
 
     for configs_here in stacks_of(configs):
         with contextlib.ExitStack() as locks:
