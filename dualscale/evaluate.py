@@ -17,14 +17,18 @@ from .train import Trained
 EVAL_BATCH = 256     # the reference's batches: the loss is the mean of per-batch means
 EVAL_CHUNK = 4       # batches evaluated per forward pass (same math; 1,024 points stay in cache)
 TRAJECTORY_POINTS = 1_000
+BY_T_POINTS = 1_000  # eval_loss_by_t: points per timestep of the fixed evaluation set
+BY_T_SEED = 1234     # ... drawn (points and noise) from this seed on the CPU: the same set for every run of a dataset
 
 
 @dataclass
 class Evaluation:
-    metrics: dict            # every registry metric: training_time, eval_loss, inference_time, kl_divergence, ...
+    eval_loss: float
+    eval_loss_by_t: np.ndarray  # (T,) MSE per timestep on the fixed evaluation set
+    inference_time: float
+    scores: dict             # the sample metrics, kl_oracle_start and start_mismatch (metrics.run_scores)
     samples: np.ndarray      # (n_samples, 2) float32
     alpha: np.ndarray | None  # (T,) mean alpha over the batch at each t; None for the baseline
-    traj_t: np.ndarray       # (T + 1,) frame labels: T = the starting noise, t = after step t
     trajectory: np.ndarray   # (T + 1, P, 2) float16, the first P points through the reverse process
 
 
@@ -47,6 +51,44 @@ def eval_loss(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, g: t
     return float(batch_means.mean())
 
 
+def fixed_eval_set(data: torch.Tensor, timesteps: int, n: int = BY_T_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
+    """The evaluation set of eval_loss_by_t: n training points and (T, n, 2) noise, drawn on the CPU
+    from BY_T_SEED (so every run, variant and device of a dataset sees the same set; paired
+    per-timestep differences then come from the models alone). -> (idx (n,), eps (T, n, 2))."""
+    g = torch.Generator().manual_seed(BY_T_SEED)
+    idx = torch.randint(0, data.shape[-2], (n,), generator=g)
+    eps = torch.randn(timesteps, n, 2, generator=g)
+    return idx.to(data.device), eps.to(data.device)
+
+
+@torch.inference_mode()
+def eval_loss_by_t(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor) -> np.ndarray:
+    """The network's MSE at each timestep t = 0..T-1 on the fixed evaluation set, (T,) float64.
+    Their mean estimates the eval loss (t uniform) on far fewer points; differences between runs
+    show at which noise levels a variant wins."""
+    model.eval()
+    idx, eps = fixed_eval_set(data, schedule.timesteps)
+    x0, tables, out = data[idx], model.tables(), []
+    for t in range(schedule.timesteps):
+        tt = torch.full((len(x0),), t, device=data.device)
+        pred = model(schedule.add_noise(x0, eps[t], tt), t, tables).float()
+        out.append((pred - schedule.target(x0, eps[t], tt)).pow(2).mean())
+    model.train()
+    return torch.stack(out).double().cpu().numpy()
+
+
+def oracle_seed(seed: int) -> int:
+    """The seed of a run's oracle-start stream: a function of the run's seed alone, so training,
+    a stacked sweep and `rescore` draw the same oracle start whatever was drawn before it."""
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(f"oracle-start/{seed}".encode()).digest()[:8], "big") >> 1
+
+
+def oracle_generator(seed: int, device) -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(oracle_seed(seed))
+
+
 def oracle_start(schedule: NoiseSchedule, data: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
     """n draws of q(x_T): data points (drawn with replacement) noised to the last step, (n, 2)."""
     idx = torch.randint(0, len(data), (n,), generator=g, device=data.device)
@@ -59,16 +101,21 @@ def oracle_samples(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor,
     return sample(model, schedule, n, g, start=oracle_start(schedule, data, n, g))[0]
 
 
-def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | None = None):
+def evaluate(trained: Trained, config, light: bool = False):
     """Every metric of the registry for one trained run, plus what the dashboard draws.
 
     A generator like train(): yields the name of each phase (events.PHASES) as it begins and
-    returns the Evaluation: `ev = yield from evaluate(...)`.
+    returns the Evaluation: `ev = yield from evaluate(...)`. light: the samples are scored as a
+    light run stores them (float16).
     """
+    from .record import stored_samples
+
+    n_samples = config.n_samples
     device = trained.data.device
     yield "eval loss"
     with precision(trained.precision, device):
         loss = eval_loss(trained.model, trained.schedule, trained.data, trained.generator)
+        by_t = eval_loss_by_t(trained.model, trained.schedule, trained.data)
     yield "sampling"
     synchronize(device)
     start = time.perf_counter()
@@ -79,10 +126,9 @@ def evaluate(trained: Trained, n_samples: int = 10_000, data_np: np.ndarray | No
     inference_time = time.perf_counter() - start
     yield "oracle sampling"
     with precision(trained.precision, device):
-        oracle = oracle_samples(trained.ema, trained.schedule, trained.data, n_samples, trained.generator)
-    real = trained.data.cpu().numpy() if data_np is None else data_np
+        oracle = oracle_samples(trained.ema, trained.schedule, trained.data, n_samples,
+                                oracle_generator(config.seed, device))
     yield "metrics"
-    metrics = {"training_time": trained.training_time, "eval_loss": loss, "inference_time": inference_time,
-               **run_scores(real, samples, oracle, float(trained.schedule.alphas_cumprod[-1]))}
-    steps = np.arange(trained.schedule.timesteps, -1, -1)
-    return Evaluation(metrics, samples.astype(np.float32), alpha, steps, traj.astype(np.float16))
+    scores = run_scores(trained.data.cpu().numpy(), stored_samples(samples, light), oracle,
+                        float(trained.schedule.alphas_cumprod[-1]))
+    return Evaluation(loss, by_t, inference_time, scores, samples.astype(np.float32), alpha, traj.astype(np.float16))

@@ -28,7 +28,7 @@ def round_to_half(model: torch.nn.Module) -> None:
 
 
 def run_config(config: TrainConfig, store: Store, device: str = "auto", force: bool = False,
-               previews: int = 0, half: bool = False, every: int | None = None):
+               previews: int = 0, half: bool = False, every: int | None = None, light: bool = False):
     """Train, evaluate and store `config`, yielding event dicts; a stored config is loaded instead."""
     config.validate().check_resources()
     dev = resolve_device(device)
@@ -41,7 +41,7 @@ def run_config(config: TrainConfig, store: Store, device: str = "auto", force: b
     with store.lock(config):
         store.start_progress(config.run_id)
         try:
-            run = yield from _train_and_store(config, store, dev, previews, half, every)
+            run = yield from _train_and_store(config, store, dev, previews, half, every, light)
         except BaseException as e:  # record why, then let the caller handle it
             cancelled = isinstance(e, (Cancelled, KeyboardInterrupt, GeneratorExit))
             store.append_progress(config.run_id, {"event": events.CANCELLED} if cancelled else
@@ -52,7 +52,7 @@ def run_config(config: TrainConfig, store: Store, device: str = "auto", force: b
         yield event
 
 
-def _train_and_store(config, store, dev, previews, half, every):
+def _train_and_store(config, store, dev, previews, half, every, light):
     gen = train(config, dev, every=every, previews=previews)
     while True:  # `yield from` would hand the Progress objects on; we hand on their dicts
         try:
@@ -65,7 +65,7 @@ def _train_and_store(config, store, dev, previews, half, every):
         yield event
     store.append_progress(config.run_id, {"event": events.EVALUATING})
     yield {"event": events.EVALUATING}
-    phases = evaluated(trained, config, half)
+    phases = evaluated(trained, config, half, light)
     while True:
         try:
             name = next(phases)
@@ -74,32 +74,36 @@ def _train_and_store(config, store, dev, previews, half, every):
             break
         yield _phase(store, config, name)
     yield _phase(store, config, "saving")
-    metrics, arrays, weights, made = stored_parts(config, trained, ev, dev, half)
-    return store.save(config, weights, metrics, arrays, half=half, made=made)
+    rec = single_record(config, trained, ev, dev, half, light)
+    return store.save(config, rec.weights, rec.metrics, rec.arrays, half=half, made=rec.made)
 
 
-def evaluated(trained, config: TrainConfig, half: bool):
+def evaluated(trained, config: TrainConfig, half: bool, light: bool = False):
     """Weights rounded through float16 if `half`, then evaluate(): yields the phase names, returns the Evaluation."""
     if half:
         round_to_half(trained.model)
         round_to_half(trained.ema)
-    return (yield from evaluate(trained, config.n_samples))
+    return (yield from evaluate(trained, config, light))
 
 
-def stored_parts(config: TrainConfig, trained, ev, dev, half: bool):
-    """What the store keeps of a trained and evaluated run: (metrics, arrays, weights, made)."""
-    made = made_record(dev, half, remake_command(config, dev.type, half))
-    metrics = {**ev.metrics, **{k: made[k] for k in ("device", "threads", "torch")}}
-    arrays = {"samples": ev.samples, "alpha": ev.alpha, "losses": trained.losses.astype("float32"),
-              "traj_t": ev.traj_t, "trajectory": ev.trajectory}
+def single_record(config: TrainConfig, trained, ev, dev, half: bool, light: bool = False):
+    """record.record() of a single run: what the store keeps of it."""
+    from .record import record
+
+    made = made_record(dev, half, remake_command(config, dev.type, half, light))
     weights = {"online": trained.model.state_dict(), "ema": trained.ema.state_dict()}
-    return metrics, arrays, weights, made
+    return record(config, training_time=trained.training_time, eval_loss=ev.eval_loss, eval_loss_by_t=ev.eval_loss_by_t,
+                  inference_time=ev.inference_time, scores=ev.scores, samples=ev.samples, alpha=ev.alpha,
+                  losses=trained.losses, trajectory=ev.trajectory, weights=weights, made=made, light=light)
 
 
 def made_record(device, half: bool, command: str) -> dict:
-    """How a run is made: device, torch threads and version, float16 weights, the command that remakes it."""
+    """How a run is made: device, torch threads and version, float16 weights, the command that remakes
+    it, and the machine (CPU model and the instruction sets kernels dispatch on; the GPU's name)."""
+    from .system import machine
+
     return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
-            "command": command}
+            "command": command, "machine": machine(device)}
 
 
 def rescore(store: Store, metrics=None, runs=None):
@@ -108,8 +112,8 @@ def rescore(store: Store, metrics=None, runs=None):
 
     From the stored samples and the seed-42 data: every sample metric. From the data and the
     schedule: start_mismatch. From the weights (runs that ship them): kl_oracle_start, sampled
-    from q(x_T) with a generator seeded by the run's seed."""
-    from .evaluate import oracle_samples
+    from q(x_T) with the run's own oracle stream (evaluate.oracle_generator)."""
+    from .evaluate import oracle_generator, oracle_samples
     from .metrics import METRICS, data_cloud, kl_divergence, start_mismatch
     from .train import make_schedule
 
@@ -128,7 +132,7 @@ def rescore(store: Store, metrics=None, runs=None):
             values["start_mismatch"] = start_mismatch(data, float(schedule.alphas_cumprod[-1]))
         if "kl_oracle_start" in start:
             oracle = oracle_samples(run.load_model("ema"), schedule, torch.from_numpy(data.points).float(),
-                                    run.config.n_samples, torch.Generator().manual_seed(run.config.seed))
+                                    run.config.n_samples, oracle_generator(run.config.seed, "cpu"))
             values["kl_oracle_start"] = kl_divergence(data, oracle)
         yield store.update_metrics(run, values), values
 
@@ -139,7 +143,7 @@ def _phase(store: Store, config: TrainConfig, name: str) -> dict:
     return event
 
 
-def remake_command(config: TrainConfig, device: str, half: bool) -> str:
+def remake_command(config: TrainConfig, device: str, half: bool, light: bool = False) -> str:
     """The command that trains this config again, to the same numbers on the same kind of device."""
     reference = all(getattr(config, f) == getattr(TrainConfig(), f) for f in config.to_dict() if f not in SELECTION)
     if reference:
@@ -147,7 +151,7 @@ def remake_command(config: TrainConfig, device: str, half: bool) -> str:
                 f"--seeds {config.seed} --device {device} --jobs 1")
     else:
         head = f"python -m dualscale train --config '{config.to_json()}' --device {device}"
-    return head + (" --half" if half else "") + " --store TMP"
+    return head + (" --half" if half else "") + (" --light" if light else "") + " --store TMP"
 
 
 def made_of(run: Run) -> dict:

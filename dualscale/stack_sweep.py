@@ -14,7 +14,7 @@ from torch.func import functional_call, vmap
 
 from .config import TrainConfig
 from .diffusion import SAMPLE_CHUNK
-from .evaluate import EVAL_BATCH, EVAL_CHUNK, TRAJECTORY_POINTS
+from .evaluate import EVAL_BATCH, EVAL_CHUNK, TRAJECTORY_POINTS, fixed_eval_set, oracle_generator
 from .stack import Group, stack_key, train_stack
 from .system import precision, synchronize
 
@@ -54,20 +54,35 @@ def eval_losses(group: Group) -> np.ndarray:
 
 
 @torch.inference_mode()
-def sample_stack(group: Group, n: int, keep: int = 0, start: torch.Tensor | None = None):
+def eval_losses_by_t(group: Group) -> np.ndarray:
+    """evaluate.eval_loss_by_t for each run (the online weights), stacked: (R, T)."""
+    s = group.schedule
+    idx, eps = fixed_eval_set(group.data, s.timesteps)
+    x0, out = group.data[:, idx], []  # (R, n, 2)
+    for t in range(s.timesteps):
+        tt = torch.full(x0.shape[:2], t, device=x0.device)
+        pred = _forward(group, group.params, s.add_noise(x0, eps[t].expand_as(x0), tt), t).float()
+        out.append((pred - s.target(x0, eps[t].expand_as(x0), tt)).pow(2).mean((1, 2)))  # (R,)
+    return torch.stack(out, 1).double().cpu().numpy()
+
+
+@torch.inference_mode()
+def sample_stack(group: Group, n: int, keep: int = 0, start: torch.Tensor | None = None, gens=None):
     """diffusion.sample for each run (EMA weights), stacked; the same draws per run and chunking
-    as a single run on this device. -> (samples (R, n, 2), trajectory (T+1, R, keep, 2) or None)."""
+    as a single run on this device; gens: each run's generator (default: the group's own).
+    -> (samples (R, n, 2), trajectory (T+1, R, keep, 2) or None)."""
     s, dev = group.schedule, group.data.device
+    gens = group.gens if gens is None else gens
     chunk = n if dev.type == "cuda" else SAMPLE_CHUNK
     if start is None:
-        start = torch.stack([torch.randn(n, 2, generator=g, device=dev) for g in group.gens])  # (R, n, 2)
+        start = torch.stack([torch.randn(n, 2, generator=g, device=dev) for g in gens])  # (R, n, 2)
     out, frames = [], []
     for i, x in enumerate(start.split(chunk, dim=1)):
         here = min(x.shape[1], keep - i * chunk)
         fr = [x[:, :here].clone()] if here > 0 else None
         for t in range(s.timesteps - 1, -1, -1):
             pred = _forward(group, group.ema_params, x, t).float()
-            noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=dev) for g in group.gens]) if t > 0 else None
+            noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=dev) for g in gens]) if t > 0 else None
             x = s.step(pred, t, x, noise)
             if fr is not None:
                 fr.append(x[:, :here].clone())
@@ -78,11 +93,11 @@ def sample_stack(group: Group, n: int, keep: int = 0, start: torch.Tensor | None
     return torch.cat(out, 1).cpu().numpy(), traj
 
 
-def oracle_starts(group: Group, n: int) -> torch.Tensor:
-    """evaluate.oracle_start for each run, from its own generator: (R, n, 2)."""
+def oracle_starts(group: Group, n: int, gens) -> torch.Tensor:
+    """evaluate.oracle_start for each run, from its own oracle generator: (R, n, 2)."""
     s, dev = group.schedule, group.data.device
     starts = []
-    for data, g in zip(group.data, group.gens):
+    for data, g in zip(group.data, gens):
         idx = torch.randint(0, len(data), (n,), generator=g, device=dev)
         eps = torch.randn(n, 2, generator=g, device=dev)
         starts.append(s.start(data[idx], eps))
@@ -92,23 +107,25 @@ def oracle_starts(group: Group, n: int) -> torch.Tensor:
 def evaluate_group(group: Group, n_samples: int, training_time: float, keep: int = TRAJECTORY_POINTS):
     """Eval loss, samples (timed), oracle-start samples and alpha(t) for every run of a group.
 
-    Returns one dict per run: {"eval_loss", "inference_time", "training_time", "samples", "oracle", "alpha",
-    "trajectory", "losses"}; training_time is as given (the caller's share of the stack's wall time), the
+    Returns one dict per run: {"eval_loss", "eval_loss_by_t", "inference_time", "training_time", "samples",
+    "oracle", "alpha", "trajectory", "losses"}; training_time is as given (the caller's share of the stack's wall time), the
     inference time the group's sampling wall time divided by its runs."""
     dev, r = group.device, len(group.configs)
     with precision(group.configs[0].compute_precision, dev):
         losses = eval_losses(group)
+        by_t = eval_losses_by_t(group)
         synchronize(dev)
         t0 = time.perf_counter()
         samples, traj = sample_stack(group, n_samples, keep=min(keep, n_samples))
         synchronize(dev)
         inference = (time.perf_counter() - t0) / r
-        oracle, _ = sample_stack(group, n_samples, start=oracle_starts(group, n_samples))
+        gens = [oracle_generator(c.seed, dev) for c in group.configs]
+        oracle, _ = sample_stack(group, n_samples, start=oracle_starts(group, n_samples, gens), gens=gens)
     alphas = [m.alpha_table() for m in group.emas]
     out = []
     for i in range(r):
         a = alphas[i]
-        out.append({"eval_loss": float(losses[i]), "inference_time": inference, "training_time": training_time,
+        out.append({"eval_loss": float(losses[i]), "eval_loss_by_t": by_t[i], "inference_time": inference, "training_time": training_time,
                     "samples": samples[i].astype(np.float32), "oracle": oracle[i].astype(np.float32),
                     "alpha": None if a is None else a.detach().float().cpu().numpy(),
                     "trajectory": None if traj is None else traj[:, i].astype(np.float16),
@@ -117,15 +134,6 @@ def evaluate_group(group: Group, n_samples: int, training_time: float, keep: int
 
 
 # ---- a stacked sweep: train, evaluate, score on the CPU cores, store ----
-
-LOSS_BLOCK = 100  # a light run's loss history: means of this many steps
-
-
-def block_means(losses: np.ndarray, block: int) -> np.ndarray:
-    """Means of consecutive blocks of `block` steps (the last one may be shorter), float32."""
-    starts = np.arange(0, len(losses), block)
-    return (np.add.reduceat(losses.astype(np.float64), starts) / np.diff(np.append(starts, len(losses)))).astype(np.float32)
-
 
 def stacks_of(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     """Split configs into stacks (same steps, batch size and n_points), biggest first."""
@@ -177,6 +185,7 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
 
 def _stacks(configs, store, device, half, light, executor, workers, timings, made, savers):
     from .metrics import score_runs
+    from .record import stored_samples
 
     clock = time.perf_counter
 
@@ -197,8 +206,7 @@ def _stacks(configs, store, device, half, light, executor, workers, timings, mad
                 results = evaluate_group(group, group.configs[0].n_samples, training_time / len(configs_here),
                                          keep=0 if light else TRAJECTORY_POINTS)
                 for r in results:
-                    if light:
-                        r["samples"] = r["samples"].astype(np.float16)
+                    r["samples"] = stored_samples(r["samples"], light)  # scored as stored
                 abar = float(group.schedule.alphas_cumprod[-1])
                 futures = [(idx, executor.submit(score_runs, *args))
                            for idx, args in score_tasks(group.configs, results, abar, workers)]
@@ -223,17 +231,13 @@ def _stacks(configs, store, device, half, light, executor, workers, timings, mad
 
 def _save(store, group, i: int, c: TrainConfig, r: dict, scores: dict, light: bool, half: bool, made: dict):
     """Store run i of a group (in a thread: compressing its files releases the GIL)."""
-    made = {**made, **({"samples": "float16"} if light else {})}
-    metrics = {"training_time": r["training_time"], "eval_loss": r["eval_loss"], "inference_time": r["inference_time"],
-               **scores, **{k: made[k] for k in ("device", "threads", "torch")}}
-    arrays = {"samples": r["samples"], "alpha": r["alpha"], "losses": r["losses"].astype(np.float32)}
-    if light:  # the loss history as means of LOSS_BLOCK steps: 400 bytes, not 40 kB
-        arrays.update(losses=block_means(r["losses"], LOSS_BLOCK), loss_block=np.array(LOSS_BLOCK))
-    weights = None
-    if not light:
-        arrays.update(traj_t=np.arange(c.timesteps, -1, -1), trajectory=r["trajectory"])
-        weights = {"online": group.models[i].state_dict(), "ema": group.emas[i].state_dict()}
-    return store.save(c, weights, metrics, arrays, half=half, made=made)
+    from .record import record
+
+    weights = {"online": group.models[i].state_dict(), "ema": group.emas[i].state_dict()}
+    rec = record(c, training_time=r["training_time"], eval_loss=r["eval_loss"], eval_loss_by_t=r["eval_loss_by_t"],
+                 inference_time=r["inference_time"], scores=scores, samples=r["samples"], alpha=r["alpha"],
+                 losses=r["losses"], trajectory=r["trajectory"], weights=weights, made=made, light=light)
+    return store.save(c, rec.weights, rec.metrics, rec.arrays, half=half, made=rec.made)
 
 
 def _train_progress(configs, device):

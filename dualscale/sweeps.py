@@ -16,11 +16,12 @@ import contextlib
 from .config import TrainConfig
 
 
-def run_remote(config_json: str, device: str = "auto", half: bool = False, threads: int = 1) -> dict:
+def run_remote(config_json: str, device: str = "auto", half: bool = False, threads: int = 1,
+               light: bool = False) -> dict:
     """Train and evaluate one config in this process; return what the store keeps, as numpy."""
     import torch
 
-    from .runs import evaluated, stored_parts
+    from .runs import evaluated, single_record
     from .system import resolve_device
     from .train import fit
 
@@ -28,16 +29,17 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
     config = TrainConfig.from_json(config_json)
     dev = resolve_device(device)
     trained = fit(config, dev)
-    phases = evaluated(trained, config, half)
+    phases = evaluated(trained, config, half, light)
     while True:
         try:
             next(phases)
         except StopIteration as end:
             ev = end.value
             break
-    metrics, arrays, weights, made = stored_parts(config, trained, ev, dev, half)
-    weights = {which: {k: v.detach().cpu().numpy() for k, v in sd.items()} for which, sd in weights.items()}
-    return {"config": config_json, "metrics": metrics, "arrays": arrays, "weights": weights, "made": made}
+    rec = single_record(config, trained, ev, dev, half, light)
+    weights = None if rec.weights is None else {
+        which: {k: v.detach().cpu().numpy() for k, v in sd.items()} for which, sd in rec.weights.items()}
+    return {"config": config_json, "metrics": rec.metrics, "arrays": rec.arrays, "weights": weights, "made": rec.made}
 
 
 def connect(cluster: str, timeout: float = 10):
@@ -81,7 +83,7 @@ def _backend(cluster: str | None, jobs: int):
 
 
 def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1, cluster: str | None = None,
-          half: bool = False, force: bool = False, threads: int = 1):
+          half: bool = False, force: bool = False, threads: int = 1, light: bool = False):
     """Run configs through joblib; yield (config, run, cached) as each is stored (stored configs first).
 
     Every config is locked in the store for the whole sweep (a second sweep of the same config
@@ -102,7 +104,7 @@ def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1
         for c in todo:
             locks.enter_context(store.lock(c))
         with _backend(cluster, jobs):
-            tasks = (delayed(run_remote)(c.to_json(), device, half, threads) for c in todo)
+            tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light) for c in todo)
             for result in Parallel(return_as="generator_unordered")(tasks):
                 config = TrainConfig.from_json(result["config"])
                 run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,

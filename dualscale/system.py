@@ -34,6 +34,41 @@ def resolve_device(name: str = "auto"):
         raise ValueError(f"bad device {name!r}: {e}")
 
 
+# The CPU features that numerical kernels (MKL, oneDNN, torch's own) choose their code paths by:
+# two runs agree bit for bit only where these, the threads and the software agree.
+KERNEL_FLAGS = ("avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512_bf16",
+                "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8", "asimd", "sve")
+
+
+def machine(device=None) -> dict:
+    """What a run was computed on: the CPU's vendor, model name, family/model/stepping and the
+    kernel-relevant instruction-set flags (a virtual CPU may name every generation alike, so the
+    numbers and flags are what tell two kinds apart), torch's CPU capability, and the GPU's name
+    for a CUDA run."""
+    import platform
+
+    import torch
+
+    info = {"arch": platform.machine(), "cpu_capability": torch.backends.cpu.get_cpu_capability()}
+    try:
+        text = open("/proc/cpuinfo").read().split("\n\n")[0]
+    except OSError:
+        text = ""
+    fields = dict(line.split(":", 1) for line in text.splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    for key, name in (("vendor_id", "vendor"), ("model name", "cpu"), ("cpu family", "family"), ("model", "model"),
+                      ("stepping", "stepping")):
+        if key in fields:
+            info[name] = fields[key]
+    if "cpu" not in info:
+        info["cpu"] = platform.processor() or platform.machine()
+    flags = set((fields.get("flags") or fields.get("Features") or "").split())
+    info["flags"] = [f for f in KERNEL_FLAGS if f in flags]
+    if device is not None and getattr(device, "type", str(device)) == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
 def synchronize(device) -> None:
     """Wait for the device's queued work (for honest wall-clock timings on a GPU)."""
     if device.type == "cuda":

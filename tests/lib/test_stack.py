@@ -8,7 +8,8 @@ import torch
 from dualscale import Store, TrainConfig, make_dataset
 from dualscale.metrics import kl_divergence
 from dualscale.stack import DrawsDiffer, Stack, check_draws, group_key, train_stack
-from dualscale.stack_sweep import block_means, evaluate_group, run_stacks, score_tasks, stacks_of
+from dualscale.record import block_means
+from dualscale.stack_sweep import evaluate_group, run_stacks, score_tasks, stacks_of
 from dualscale.runs import run_config
 
 STEPS = dict(steps=300, n_points=5000, n_samples=2000)

@@ -1,0 +1,75 @@
+"""One record of a finished run, whichever engine made it (dualscale/record.py): the same fields
+from a single run and a stacked one, eval loss per timestep, the machine, the oracle stream."""
+import numpy as np
+import pytest
+import torch
+
+from dualscale import Store, TrainConfig
+from dualscale.record import lighten
+from dualscale.runs import rescore, run_config
+from dualscale.stack_sweep import run_stacks
+
+TINY = dict(steps=120, n_points=2000, n_samples=500)
+
+
+def _fields(run):
+    made = {k for k in run.made if k != "stack"}  # a stacked run also says how many runs shared its step
+    return set(run.metrics), set(run._arrays("arrays.npz")), made, set(run.files)
+
+
+@pytest.mark.parametrize("light", [False, True])
+def test_single_and_stacked_runs_store_the_same_fields(tmp_path, light):
+    single, stacked = Store(tmp_path / "single"), Store(tmp_path / "stacked")
+    config = TrainConfig(dataset="moons", variant="adaptive", seed=3, **TINY)
+    list(run_config(config, single, "cpu", light=light))
+    list(run_stacks([config], stacked, torch.device("cpu"), light=light, command="cmd", jobs=1))
+    a, b = single.find(config), stacked.find(config)
+    assert _fields(a) == _fields(b)
+    assert {"eval_loss_by_t", "samples", "alpha", "losses"} <= _fields(a)[1]
+    assert a.light == b.light == light and a.made["light"] is light
+    if light:
+        assert a.samples().dtype == np.float32 and a._arrays("arrays.npz")["samples"].dtype == np.float16
+        assert "trajectory" not in _fields(a)[1] and "weights.npz" not in a.files
+    machine = a.made["machine"]
+    assert machine == b.made["machine"] and machine["cpu"] and "cpu_capability" in machine and "flags" in machine
+    # the same draws per run: the fixed evaluation set gives the two engines the same per-t losses
+    np.testing.assert_allclose(a._arrays("arrays.npz")["eval_loss_by_t"], b._arrays("arrays.npz")["eval_loss_by_t"],
+                               rtol=1e-4)
+
+
+def test_eval_loss_by_t_has_T_values_whose_mean_is_the_eval_loss(tmp_path):
+    config = TrainConfig(dataset="moons", variant="fixed", steps=300, n_points=20_000, n_samples=500)
+    store = Store(tmp_path)
+    list(run_config(config, store, "cpu"))
+    run = store.find(config)
+    by_t = run._arrays("arrays.npz")["eval_loss_by_t"]
+    assert by_t.shape == (config.timesteps,) and np.all(by_t > 0)
+    # The eval loss: 20,000 points with fresh t and noise; by_t: 1,000 fixed points at each of the
+    # 100 t. Both estimate the same mean (t uniform); each squared error has an sd of about 1, so
+    # their difference has an sd of about 0.008: 0.03 is ~4 sd.
+    assert abs(by_t.mean() - run.metrics["eval_loss"]) < 0.03
+    assert by_t[0] > by_t[-1]  # predicting the noise is hardest at low noise
+
+
+def test_rescore_draws_the_oracle_start_the_run_drew(tmp_path):
+    """kl_oracle_start comes from a stream that depends on the run's seed alone: rescore gives the
+    number recorded at training, bit for bit."""
+    import json
+
+    store = Store(tmp_path)
+    config = TrainConfig(dataset="circle", variant="baseline", seed=5, **TINY)
+    list(run_config(config, store, "cpu"))
+    run = store.find(config)
+    meta = json.loads((run.path / "run.json").read_text())
+    recorded = meta["metrics"].pop("kl_oracle_start")
+    (run.path / "run.json").write_text(json.dumps(meta))
+    assert [v for _, v in rescore(store)] == [{"kl_oracle_start": recorded}]
+
+
+def test_lighten_drops_the_trajectory_and_keeps_block_means():
+    arrays = {"samples": np.zeros((5, 2), np.float32), "losses": np.arange(250, dtype=np.float32),
+              "traj_t": np.arange(3), "trajectory": np.zeros((3, 2, 2)), "eval_loss_by_t": np.ones(100), "alpha": None}
+    light = lighten(arrays)
+    assert set(light) == {"samples", "losses", "loss_block", "eval_loss_by_t"}
+    np.testing.assert_allclose(light["losses"], [49.5, 149.5, 224.5])
+    assert lighten(light)["losses"] is light["losses"]  # already light: unchanged
