@@ -191,6 +191,23 @@ def training_settings() -> tuple[dataclasses.Field, ...]:
     return tuple(f for f in fields() if f.name not in SELECTION)
 
 
+def same_settings(a: "TrainConfig", b: "TrainConfig") -> bool:
+    """Whether two configs share every training setting (dataset, variant and seed may differ): runs of one experiment."""
+    return all(getattr(a, f.name) == getattr(b, f.name) for f in training_settings())
+
+
+def changed_settings(config) -> dict:
+    """The training settings that differ from the reference defaults, {name: value}; config: a
+    TrainConfig or a mapping of field names (a row of a metrics frame)."""
+    get = config.get if isinstance(config, dict) else lambda k, d=None: getattr(config, k, d)
+    return {f.name: get(f.name) for f in training_settings() if get(f.name, f.default) != f.default}
+
+
+def settings_tag(config) -> str:
+    """'' at the reference settings, else 'steps=500, lr=0.001': how the verdict labels an experiment."""
+    return ", ".join(f"{k}={v}" for k, v in changed_settings(config).items())
+
+
 def bounds_text(f: dataclasses.Field) -> str | None:
     """'> 0 and finite', '>= 0', 'in [0, 1)', 'in 2..10000': the field's bounds in words."""
     m = f.metadata

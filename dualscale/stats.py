@@ -1,13 +1,21 @@
-"""Paired comparisons over seeds: does variant a beat variant b on a metric, and how sure are we?
+"""The verdict: paired comparisons over seeds, in declared families, decided by confidence sequences.
 
 Runs are paired by seed among runs whose other settings are identical (the same seed gives the
-variants the same data order, t and noise, so pairing removes most of the noise). For each
-(settings, dataset, metric, a, b): n pairs, the mean difference a - b and its sd, the paired
-Student-t 95% interval (primary), a bootstrap interval (check), the paired-t and Wilcoxon
-signed-rank p-values, the Holm-adjusted p over all comparisons shown, and a verdict word:
-  better / worse  - the difference is significant after Holm (in the metric's direction);
-  no difference   - the 95% interval lies inside +- the metric's practical margin (registry);
-  inconclusive    - neither; with the seeds needed to resolve the observed effect at 80% power.
+variants the same data order, t and noise, so pairing removes most of the noise). Every
+comparison (settings, dataset, metric, a, b) belongs to one declared family (`family_of`):
+  primary   - the paper's claim: KL divergence, the three pairs, the four paper datasets (12);
+  secondary - every other judged metric on the paper's datasets, a family of 12 each; a dataset
+              of the user's or the Datasaurus is a family of 3 per metric.
+The decision uses a confidence sequence for the mean paired difference (sequential.py), at
+level ALPHA / family size (Bonferroni), valid however often seeds are added; the fixed-n
+Student-t interval, a bootstrap interval and the p-values (Holm within the family) are kept as
+description. The decision word respects the metric's practical margin (registry; equivalence
+logic as in Lakens 2018):
+  better / worse                     - the sequence lies entirely beyond the margin;
+  better / worse, size unclear       - it excludes 0 but reaches inside the margin;
+  no practical difference            - it lies inside +- the margin (if it also excludes 0, the
+                                       difference is real but negligible: `negligible`);
+  undecided                          - otherwise.
 Runs without a partner are returned too (Unpaired), never silently dropped.
 """
 from __future__ import annotations
@@ -17,13 +25,26 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from .config import SELECTION, TrainConfig, fields
+from .config import fields, settings_tag
+from .data import PAPER_DATASETS
 from .metrics import METRICS
+from .sequential import confidence_sequence, seeds_to_decide
 
 PAIRS = (("adaptive", "baseline"), ("adaptive", "fixed"), ("fixed", "baseline"))
-ALPHA = 0.05   # two-sided level of every test and interval
-POWER = 0.80   # for the seeds-needed estimate
-MAX_SEEDS = 10_000
+JUDGED = tuple(sorted((m for m, spec in METRICS.items() if spec.margin is not None), key=lambda m: m != "kl_divergence"))
+ALPHA = 0.05   # two-sided level of each family
+PRIMARY_METRIC = "kl_divergence"
+BETTER, WORSE, NO_DIFFERENCE, UNDECIDED = "better", "worse", "no practical difference", "undecided"
+UNCLEAR = ", size unclear"
+DECISIONS = (BETTER, BETTER + UNCLEAR, NO_DIFFERENCE, WORSE + UNCLEAR, WORSE, UNDECIDED)  # one word per idea
+
+
+def family_of(metric: str, dataset: str) -> tuple[str, int]:
+    """(name, declared size) of the family a variant comparison belongs to."""
+    if dataset in PAPER_DATASETS:
+        name = "primary" if metric == PRIMARY_METRIC else f"secondary: {metric}"
+        return name, len(PAIRS) * len(PAPER_DATASETS)
+    return f"secondary: {metric} on {dataset}", len(PAIRS)
 
 
 @dataclass(frozen=True)
@@ -35,25 +56,46 @@ class Comparison:
     n: int
     mean_diff: float           # mean of a - b over the paired seeds
     sd: float                  # sd of the paired differences
-    ci_low: float              # paired Student-t 95% interval of the mean difference
+    ci_low: float              # paired Student-t 95% interval at this n: descriptive (not valid after peeking)
     ci_high: float
     boot_low: float            # bootstrap (BCa) 95% interval, a check on the t interval
     boot_high: float
-    p: float                   # paired t-test
-    p_wilcoxon: float          # Wilcoxon signed-rank test
-    p_holm: float = math.nan   # p after Holm's correction over all comparisons shown
-    verdict: str = ""
-    seeds_needed: int | None = None  # inconclusive only: n for 80% power at the observed effect, Holm's level
+    p: float                   # paired t-test (descriptive)
+    p_wilcoxon: float          # Wilcoxon signed-rank test (descriptive)
+    p_holm: float = math.nan   # p after Holm within the family (descriptive)
+    verdict: str = ""          # the decision word (one of DECISIONS); the same as `decision`
+    seeds_needed: int | None = None       # projection: n at which the sequence would decide if the true difference were mean_diff
     seeds: tuple = ()          # the paired seeds
     values_a: tuple = ()       # per-seed values, in the order of `seeds`
     values_b: tuple = ()
     settings: str = ""         # what the runs' other settings are, for labels (run id minus its head)
     variant: str = ""          # comparisons of schedules: the variant both sides share
+    family: str = ""           # "primary", "secondary: eval_loss", ...
+    family_size: int = 0       # comparisons in the family (declared): the sequence runs at ALPHA / family_size
+    cs_low: float = -math.inf  # the confidence sequence at n: what decides
+    cs_high: float = math.inf
+    decision: str = ""
+    seeds_needed_half: int | None = None  # the same projection if the true difference were half of mean_diff
 
     def to_json(self) -> dict:
-        keys = ("dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict")
+        keys = ("dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict",
+                "family", "cs_low", "cs_high", "decision")
         d = asdict(self)
         return {**{k: d[k] for k in keys}, **{k: d[k] for k in d if k not in keys}}
+
+    @property
+    def level(self) -> float:
+        return ALPHA / max(1, self.family_size)
+
+    @property
+    def negligible(self) -> bool:
+        """Inside the margin and excluding 0: a real but negligible difference."""
+        return self.decision == NO_DIFFERENCE and (self.cs_low > 0 or self.cs_high < 0)
+
+    @property
+    def directional(self) -> bool:
+        """better or worse, sized or not: the sequence excludes 0 and leaves the margin."""
+        return self.decision.startswith((BETTER, WORSE))
 
 
 @dataclass(frozen=True)
@@ -75,9 +117,35 @@ class Verdicts:
 
     @classmethod
     def from_json(cls, d: dict) -> "Verdicts":
-        comparisons = [Comparison(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
-                       for c in d["comparisons"]]
-        return cls(comparisons, [Unpaired(**u) for u in d["unpaired"]])
+        """Back from to_json(); anything of another shape is a ValueError (a stale or edited cache)."""
+        try:
+            comparisons = [Comparison(**{k: tuple(v) if isinstance(v, list) else v for k, v in c.items()})
+                           for c in d["comparisons"]]
+            unpaired = [Unpaired(**u) for u in d["unpaired"]]
+        except (KeyError, TypeError, AttributeError) as e:
+            raise ValueError(f"not a verdict ({e})")
+        for c in comparisons:
+            if c.decision not in DECISIONS or not c.family or not isinstance(c.n, int) or c.n != len(c.seeds):
+                raise ValueError(f"not a verdict: {c.dataset}/{c.metric} {c.a} - {c.b} has decision {c.decision!r}")
+        return cls(comparisons, unpaired)
+
+    def family(self, name: str = "primary") -> list[Comparison]:
+        return [c for c in self.comparisons if c.family == name]
+
+
+def verdict_of(runs, store=None) -> "Verdicts":
+    """THE verdict: every variant comparison of the JUDGED metrics over `runs`, one object that the
+    command line, the Verdict and Results pages and the CSV all read (each filters what it shows).
+    With a store, kept in its cache keyed by a fingerprint of the runs and their values."""
+    from .paper import metrics_frame
+
+    compute = lambda: compare(metrics_frame(runs), JUDGED).to_json() if runs else Verdicts().to_json()  # noqa: E731
+    if store is None:
+        return Verdicts.from_json(compute())
+    return Verdicts.from_json(store.cached(CACHE_NAME, runs_key(runs, JUDGED), compute, check=Verdicts.from_json))
+
+
+CACHE_NAME = "verdict2"  # the cache of verdict_of (2: families and confidence sequences)
 
 
 def runs_key(runs, metrics) -> str:
@@ -137,31 +205,20 @@ def holm(ps: list[float]) -> list[float]:
     return out
 
 
-def seeds_needed(mean: float, sd: float, alpha: float = ALPHA) -> int | None:
-    """Smallest n whose paired t-test detects `mean` with POWER at level `alpha` (noncentral t);
-    None when the effect is 0 or would need more than MAX_SEEDS seeds."""
-    from scipy import stats
-
-    if not math.isfinite(sd) or sd <= 0 or mean == 0:
-        return None
-    n = 2
-    while n <= MAX_SEEDS:
-        crit = stats.t.ppf(1 - alpha / 2, n - 1)
-        nc = abs(mean) / (sd / math.sqrt(n))
-        if stats.nct.sf(crit, n - 1, nc) + stats.nct.cdf(-crit, n - 1, nc) >= POWER:
-            return n
-        n = n + 1 if n < 100 else int(n * 1.1)
-    return None
-
-
-def verdict_word(c: Comparison) -> str:
-    metric = METRICS[c.metric]
-    if c.p_holm < ALPHA:
-        good = (c.mean_diff < 0) == metric.lower_is_better
-        return "better" if good else "worse"
-    if metric.margin is not None and -metric.margin <= c.ci_low and c.ci_high <= metric.margin:
-        return "no difference"
-    return "inconclusive"
+def decide(cs_low: float, cs_high: float, mean: float, metric: str) -> str:
+    """The decision word for a sequence interval [cs_low, cs_high] of a - b (see the module's table)."""
+    spec = METRICS[metric]
+    margin = spec.margin if spec.margin is not None else 0.0
+    if not (math.isfinite(cs_low) and math.isfinite(cs_high)):
+        return UNDECIDED
+    good = (mean < 0) == spec.lower_is_better
+    if cs_high < -margin or cs_low > margin:
+        return BETTER if good else WORSE
+    if -margin <= cs_low and cs_high <= margin and spec.margin is not None:
+        return NO_DIFFERENCE
+    if cs_low > 0 or cs_high < 0:
+        return (BETTER if good else WORSE) + UNCLEAR
+    return UNDECIDED
 
 
 SCHEDULE_FIELDS = ("beta_schedule", "beta_end", "prediction")  # what makes a noise schedule
@@ -180,7 +237,7 @@ def schedule_label(row) -> str:
 
 def compare_schedules(frame, metrics=None, against: str = "linear") -> Verdicts:
     """Each schedule in `frame` against `against`, paired by (dataset, variant, seed): how much the
-    schedule moves each metric (Holm over all). Eval loss is left out by default: under v-prediction
+    schedule moves each metric (a family per metric). Eval loss is left out by default: under v-prediction
     it measures another target."""
     frame = frame.assign(schedule=[schedule_label(r) for r in frame.to_dict("records")])
     others = [s for s in dict.fromkeys(frame.schedule) if s != against]
@@ -189,8 +246,8 @@ def compare_schedules(frame, metrics=None, against: str = "linear") -> Verdicts:
 
 
 def compare(frame, metrics=None, pairs=PAIRS, by: str = "variant", by_fields: tuple = ()) -> Verdicts:
-    """Every paired comparison the runs in `frame` (paper.metrics_frame) allow, with Holm over each
-    family: the comparisons among runs of one set of training settings (one experiment).
+    """Every paired comparison the runs in `frame` (paper.metrics_frame) allow, judged within its family
+    (family_of; families never span two sets of training settings, i.e. two experiments).
 
     by: the column whose values are compared in `pairs` (variants, or schedules); runs pair by seed
     among runs whose other settings (all but `by`, `by_fields` and the seed) are identical."""
@@ -219,15 +276,17 @@ def compare(frame, metrics=None, pairs=PAIRS, by: str = "variant", by_fields: tu
                 have = [s for s in seeds if np.isfinite(float(runs_a.loc[s, m])) and np.isfinite(float(runs_b.loc[s, m]))]
                 if len(have) >= 2:  # a run scored before this metric existed has NaN: `rescore` fills it
                     out.comparisons.append(_one(settings, m, a, b, have, runs_a, runs_b, by))
-    # Holm within each family: the comparisons of one group of settings (one experiment) together
-    families: dict[str, list[int]] = {}
+    # Each comparison's family within its settings (one experiment): declared for variant
+    # comparisons; for other comparisons (schedules), a metric's comparisons together.
+    members: dict[tuple, list[int]] = {}
     for i, c in enumerate(out.comparisons):
-        families.setdefault(c.settings, []).append(i)
+        name, size = family_of(c.metric, c.dataset) if by == "variant" else (f"{by}s: {c.metric}", 0)
+        members.setdefault((c.settings, name, size), []).append(i)
     judged = list(out.comparisons)
-    for members in families.values():
-        adjusted = holm([out.comparisons[i].p for i in members])
-        for i, p in zip(members, adjusted):
-            judged[i] = _judged(out.comparisons[i], p, len(members))
+    for (_, name, size), idx in members.items():
+        size = size or len(idx)
+        for i, p in zip(idx, holm([out.comparisons[i].p for i in idx])):
+            judged[i] = _judged(out.comparisons[i], p, name, size)
     out.comparisons = judged
     out.unpaired = list(dict.fromkeys(out.unpaired))
     return out
@@ -245,36 +304,43 @@ def _one(settings, metric, a, b, seeds, runs_a, runs_b, by="variant") -> Compari
     d = va - vb
     mean, sd, lo, hi, p = paired_t(d)
     blo, bhi = bootstrap_ci(d)
-    label = ", ".join(f"{k}={v}" for k, v in settings.items()  # what differs from the reference settings
-                      if k not in SELECTION and v != getattr(TrainConfig, k, v))
+    label = settings_tag(settings)  # what differs from the reference settings
     return Comparison(settings["dataset"], metric, a, b, len(seeds), mean, sd, lo, hi, blo, bhi, p,
                       wilcoxon_p(d), seeds=tuple(int(s) for s in seeds), values_a=tuple(va.tolist()),
                       values_b=tuple(vb.tolist()), settings=label,
                       variant="" if by == "variant" else str(settings.get("variant", "")))
 
 
-def _judged(c: Comparison, p_holm: float, m: int) -> Comparison:
-    """Holm's p, the verdict word, and for an inconclusive comparison the seeds that would make
-    it significant at 80% power even at Holm's strictest level (ALPHA / m comparisons)."""
+def _judged(c: Comparison, p_holm: float, family: str, size: int) -> Comparison:
+    """The family, Holm's p within it, the confidence sequence at ALPHA / size over the seeds in the
+    order they were added (ascending), its decision, and the projections."""
     from dataclasses import replace
 
-    c = replace(c, p_holm=p_holm)
-    word = verdict_word(c)
-    need = seeds_needed(c.mean_diff, c.sd, ALPHA / m) if word == "inconclusive" else None
-    return replace(c, verdict=word, seeds_needed=need)
+    level = ALPHA / size
+    d = np.array(c.values_a) - np.array(c.values_b)
+    low, high = confidence_sequence(d, level)
+    lo, hi = float(low[-1]), float(high[-1])
+    word = decide(lo, hi, c.mean_diff, c.metric)
+    margin = METRICS[c.metric].margin
+    need = half = None
+    if word == UNDECIDED:
+        need = seeds_to_decide(c.mean_diff, c.sd, margin, level)
+        half = seeds_to_decide(c.mean_diff / 2, c.sd, margin, level)
+    return replace(c, p_holm=p_holm, family=family, family_size=size, cs_low=lo, cs_high=hi, decision=word,
+                   verdict=word, seeds_needed=need, seeds_needed_half=half)
 
 
 def winners(comparisons: list[Comparison], present: dict[str, set] | None = None) -> dict[tuple[str, str], str]:
-    """(dataset, metric) -> the variant significantly better than every other variant (after Holm);
-    absent where no variant is. present: dataset -> the variants with runs there; a variant with
-    runs but no pairs (one seed) is a rival nobody has beaten."""
+    """(dataset, metric) -> the variant that is better than every other variant there (its sequence
+    excludes 0 in its favour: better, sized or not); absent where no variant is. present: dataset ->
+    the variants with runs there; a variant with runs but no pairs (one seed) is a rival nobody has beaten."""
     beats: dict[tuple[str, str, str], set] = {}
     rivals: dict[tuple[str, str, str], set] = {}
     for c in comparisons:
         for v, w in ((c.a, c.b), (c.b, c.a)):
             rivals.setdefault((c.dataset, c.metric, v), set()).add(w)
             rivals[c.dataset, c.metric, v] |= (present or {}).get(c.dataset, set()) - {v}
-        if c.verdict in ("better", "worse"):
-            win, lose = (c.a, c.b) if c.verdict == "better" else (c.b, c.a)
+        if c.directional:
+            win, lose = (c.a, c.b) if c.decision.startswith(BETTER) else (c.b, c.a)
             beats.setdefault((c.dataset, c.metric, win), set()).add(lose)
     return {(d, m): v for (d, m, v), others in rivals.items() if beats.get((d, m, v), set()) >= others}

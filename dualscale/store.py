@@ -23,13 +23,14 @@ import numpy as np
 from .config import TrainConfig
 
 FORMAT = "dualscale-run/1"
+CACHE_FORMAT = "dualscale-cache/1"
 FILES = ("weights.npz", "arrays.npz")
 LIGHT_FILES = ("arrays.npz",)  # a light run: samples, alpha(t), loss history and metrics; no weights, no trajectory
 
 
 _UMASK = os.umask(0o022)  # read once (os.umask sets it too: put it straight back)
 os.umask(_UMASK)
-SHIPPED = ("reference", "study")  # committed folders of light and full runs, read as shipped runs
+SHIPPED = ("reference", "study", "evidence")  # committed folders of light and full runs, read as shipped runs
 
 
 class StoreError(ValueError):
@@ -124,7 +125,8 @@ class Store:
     # ---- reading -------------------------------------------------------------------------
     def _bases(self):
         """Where runs live: the store itself (local runs), then the shipped folders: reference/ (the
-        paper's runs) and study/ (the noise-schedule study's light runs)."""
+        paper's runs), study/ (the noise-schedule study's light runs) and evidence/ (the seeds that
+        settle the primary family)."""
         return ((self.root, False), *((self.root / name, True) for name in SHIPPED))
 
     def _folders(self):
@@ -214,9 +216,13 @@ class Store:
         return _open_run(final, root != self.root)
 
     def save_light(self, run: Run, root: Path | None = None, made: dict | None = None) -> Run:
-        """A light copy of `run` (samples, alpha(t), float16 loss history, metrics) under root."""
-        arrays = {"samples": run.samples(), "alpha": run.alpha(), "losses": run.loss_history().astype(np.float16)}
-        return self.save(run.config, None, run.metrics, arrays, made=made or run.made, created=run.created, root=root)
+        """A light copy of `run` (record.lighten: its arrays without the trajectory, the loss history
+        as block means; the samples as stored, which its metrics were computed from) under root."""
+        from .record import lighten
+
+        arrays = lighten(run._arrays("arrays.npz"))
+        return self.save(run.config, None, run.metrics, arrays, made={**(made or run.made), "light": True},
+                         created=run.created, root=root)
 
     def update_metrics(self, run: Run, metrics: dict, made: dict | None = None) -> Run:
         """Add or replace metrics (and the record of how it was made) in a stored run's run.json
@@ -228,19 +234,28 @@ class Store:
         _write_json(run.path / "run.json", meta)
         return _open_run(run.path, run.is_reference)
 
-    def cached(self, name: str, key: str, compute):
+    def cached(self, name: str, key: str, compute, check=None):
         """compute()'s JSON value, kept in <store>/cache/<name>-<key>.json (a shipped one may sit in
-        reference/cache/); `key` must change whenever the value would. A read-only store still answers."""
+        reference/cache/); `key` must be a fingerprint of exactly the inputs the value is computed
+        from. A kept file is served only if it names that key and its value still has the digest
+        it was written with and passes check(value) (raises ValueError on a wrong shape);
+        anything else (edited, truncated, foreign) is recomputed. A read-only store still answers."""
         file = f"{name}-{key}.json"
         for base in (self.root / "cache", self.root / "reference" / "cache"):
             try:
-                return json.loads((base / file).read_text())
-            except (OSError, ValueError):
+                kept = json.loads((base / file).read_text())
+                if kept["format"] != CACHE_FORMAT or kept["key"] != key or kept["digest"] != _digest(kept["value"]):
+                    continue
+                if check is not None:
+                    check(kept["value"])
+                return kept["value"]
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 continue
         value = compute()
         try:
             (self.root / "cache").mkdir(parents=True, exist_ok=True)
-            _write_json(self.root / "cache" / file, value)
+            _write_json(self.root / "cache" / file, {"format": CACHE_FORMAT, "key": key, "digest": _digest(value),
+                                                     "value": value})
         except OSError:
             pass
         return value
@@ -461,6 +476,11 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _digest(value) -> str:
+    """SHA-256 of a JSON value's canonical text."""
+    return hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest()
 
 
 def _write_json(path: Path, obj) -> None:

@@ -9,7 +9,8 @@ import pytest
 from dualscale import Store, TrainConfig, make_dataset, run_config
 from dualscale.__main__ import parser
 from dualscale.metrics import METRICS, floor, precision, recall, sliced_w2
-from dualscale.stats import compare, holm, paired_t, seeds_needed, winners
+from dualscale.sequential import seeds_to_decide
+from dualscale.stats import ALPHA, DECISIONS, compare, decide, holm, paired_t, winners
 
 # A fixed table of paired values: a - b = [0.10, 0.02, 0.05, 0.20, 0.04].
 A = np.array([1.10, 1.00, 0.95, 1.20, 1.05])
@@ -38,37 +39,73 @@ def frame(rows):
                          for d, v, s, m in rows])
 
 
-def test_each_verdict_word_on_constructed_cases():
+@pytest.mark.parametrize("low, high, word", [
+    (-0.30, -0.05, "better"),                       # entirely beyond the margin (KL: 0.02 bits)
+    (-0.30, -0.01, "better, size unclear"),         # excludes 0, reaches inside the margin
+    (-0.015, 0.012, "no practical difference"),     # inside +- the margin
+    (0.005, 0.015, "no practical difference"),      # inside and excluding 0: real but negligible
+    (0.01, 0.30, "worse, size unclear"),
+    (0.05, 0.30, "worse"),
+    (-0.30, 0.10, "undecided"),
+    (-math.inf, math.inf, "undecided"),
+])
+def test_each_decision_word_on_a_constructed_interval(low, high, word):
+    assert decide(low, high, (low + high) / 2 if math.isfinite(low) else 0.0, "kl_divergence") == word
+    assert word in DECISIONS
+
+
+def test_decisions_on_constructed_runs_use_the_sequence_at_the_family_level():
     rng = np.random.default_rng(0)
     rows = []
-    for s in range(10):
+    for s in range(30):
         noise = rng.normal(0, 0.01)
         rows += [("dino", "baseline", s, {"kl_divergence": 1.0 + noise, "eval_loss": 0.66}),
-                 ("dino", "adaptive", s, {"kl_divergence": 0.8 + noise + rng.normal(0, 0.01),   # clearly lower: better
+                 ("dino", "adaptive", s, {"kl_divergence": 0.8 + noise + rng.normal(0, 0.01),   # far below: better
                                           "eval_loss": 0.66 + rng.normal(0, 0.0002)}),          # tiny: no difference
                  ("moons", "baseline", s, {"kl_divergence": 0.09, "eval_loss": 0.61}),
-                 ("moons", "adaptive", s, {"kl_divergence": 0.09 + rng.normal(0, 0.05),         # noisy: inconclusive
-                                           "eval_loss": 0.61 + 0.02 + rng.normal(0, 0.001)})]   # higher: worse
+                 ("moons", "adaptive", s, {"kl_divergence": 0.09 + rng.normal(0, 0.2),          # noisy: undecided
+                                           "eval_loss": 0.61 + 0.0022 + rng.normal(0, 0.001)})]  # above, size unclear
     v = compare(frame(rows), ["kl_divergence", "eval_loss"])
     words = {(c.dataset, c.metric): c for c in v.comparisons}
-    assert words["dino", "kl_divergence"].verdict == "better" and words["dino", "kl_divergence"].ci_high < 0
-    assert words["dino", "eval_loss"].verdict == "no difference"
-    assert words["moons", "eval_loss"].verdict == "worse"
+    better = words["dino", "kl_divergence"]
+    assert better.decision == better.verdict == "better" and better.cs_high < -0.02
+    assert better.family == "primary" and better.family_size == 12 and better.level == ALPHA / 12
+    assert words["dino", "eval_loss"].decision == "no practical difference"
+    assert words["dino", "eval_loss"].family == "secondary: eval_loss"
+    assert words["moons", "eval_loss"].decision == "worse, size unclear"
     noisy = words["moons", "kl_divergence"]
-    assert noisy.verdict == "inconclusive" and noisy.n == 10
-    assert noisy.seeds_needed == seeds_needed(noisy.mean_diff, noisy.sd, 0.05 / len(v.comparisons))
-    assert noisy.seeds_needed > seeds_needed(noisy.mean_diff, noisy.sd) > 10  # Holm's level asks for more
+    assert noisy.decision == "undecided" and noisy.n == 30
+    assert noisy.cs_low < noisy.ci_low and noisy.ci_high < noisy.cs_high  # the sequence is the wider
+    assert noisy.seeds_needed == seeds_to_decide(noisy.mean_diff, noisy.sd, 0.02, ALPHA / 12)
     assert winners(v.comparisons) == {("dino", "kl_divergence"): "adaptive", ("moons", "eval_loss"): "baseline"}
     # a third variant with runs there but no pairs has not been beaten: no winner on dino
     assert ("dino", "kl_divergence") not in winners(v.comparisons, {"dino": {"baseline", "adaptive", "fixed"}})
     assert all(c.boot_low <= c.mean_diff <= c.boot_high for c in v.comparisons)
 
 
+def test_a_family_does_not_depend_on_what_else_is_compared():
+    """The family is declared: judging KL alone or with every metric gives the same decisions and
+    intervals (Results and Verdict cannot disagree)."""
+    rng = np.random.default_rng(3)
+    rows = [(d, v, s, {"kl_divergence": 0.5 + rng.normal(0, 0.05) - (0.06 if v == "adaptive" else 0),
+                       "eval_loss": 0.6 + rng.normal(0, 0.001), "precision": 0.9 + rng.normal(0, 0.01)})
+            for s in range(12) for d in ("dino", "circle") for v in ("baseline", "fixed", "adaptive")]
+    alone = compare(frame(rows), ["kl_divergence"]).comparisons
+    together = [c for c in compare(frame(rows), ["kl_divergence", "eval_loss", "precision"]).comparisons
+                if c.metric == "kl_divergence"]
+    key = lambda c: (c.dataset, c.a, c.b, c.decision, c.cs_low, c.cs_high)  # noqa: E731
+    assert sorted(map(key, alone)) == sorted(map(key, together))
+
+
 def test_higher_is_better_metrics_turn_the_verdict_around():
-    rows = [(d, v, s, {"precision": base + (0.1 if v == "adaptive" else 0) + 0.001 * s})
-            for s in range(4) for v in ("baseline", "adaptive") for d, base in (("dino", 0.6),)]
+    wobble = [0.003, -0.002, 0.001, -0.003, 0.002, 0.0, -0.001, 0.0]  # mean 0: the difference is 0.1
+    rows = [(d, v, s, {"precision": base + (0.1 + wobble[s] if v == "adaptive" else 0) + 0.001 * s})
+            for s in range(8) for v in ("baseline", "adaptive") for d, base in (("dino", 0.6),)]
     (c,) = compare(frame(rows), ["precision"]).comparisons
-    assert c.mean_diff == pytest.approx(0.1) and c.verdict == "better"
+    assert c.mean_diff == pytest.approx(0.1) and c.decision == "better" and c.cs_low > 0.01
+    flipped = compare(frame([(d, "adaptive" if v == "baseline" else "baseline", s, m) for d, v, s, m in rows]),
+                      ["precision"]).comparisons[0]
+    assert flipped.mean_diff == pytest.approx(-0.1) and flipped.decision == "worse"
 
 
 def test_runs_without_a_partner_are_reported_and_other_settings_not_pooled():
@@ -125,7 +162,9 @@ def test_verdict_command_answers_in_json(cli, tmp_path):
     runs = {(x.config.variant, x.config.seed): x.metrics for x in store.runs()}
     diffs = [runs["adaptive", s]["kl_divergence"] - runs["baseline", s]["kl_divergence"] for s in range(3)]
     assert out[0]["mean_diff"] == pytest.approx(np.mean(diffs))
-    assert set(out[0]) >= {"dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict"}
+    assert set(out[0]) >= {"dataset", "metric", "a", "b", "n", "mean_diff", "ci_low", "ci_high", "p", "p_holm", "verdict",
+                           "family", "cs_low", "cs_high", "decision"}
+    assert out[0]["family"] == "primary" and out[0]["decision"] in DECISIONS
     assert out[0]["ci_low"] <= out[0]["mean_diff"] <= out[0]["ci_high"]
     text = cli("verdict", store=tmp_path)
     assert text.returncode == 0 and "adaptive - baseline" in text.stdout
