@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from . import events
 from .config import SELECTION, VARIANTS, TrainConfig, bounds_text, fields, training_settings
-from .data import PAPER_DATASETS
+from .data import DATASETS, PAPER_DATASETS
 from .metrics import METRICS
 from .paper import PAPER_TEXT
 from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Cancelled, TrainingFailed
@@ -62,7 +62,7 @@ def add_field(g, f, plural: bool = False) -> None:
         g.add_argument(flag, *aliases, type=TYPES[f.type], default=f.default, help=field_help(f))
 
 
-def settings_args(p: argparse.ArgumentParser, plural: bool) -> None:
+def settings_args(p: argparse.ArgumentParser, plural: bool, engine: bool = False) -> None:
     for f in fields():
         if f.name in SELECTION:
             add_field(p, f, plural)
@@ -71,10 +71,32 @@ def settings_args(p: argparse.ArgumentParser, plural: bool) -> None:
         add_field(g, f)
     g.add_argument("--paper-text", action="store_true",
                    help="use the paper prose's values instead: " + ", ".join(f"{k} {v}" for k, v in PAPER_TEXT.items()))
+    p.add_argument("--force", action="store_true", help="retrain even if the config is stored")
+    (engine_args if engine else store_args)(p)
+
+
+def store_args(p: argparse.ArgumentParser) -> None:
+    """Where runs are stored and how: device, store, float16 weights, light runs."""
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, mps, cpu)")
     p.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
-    p.add_argument("--force", action="store_true", help="retrain even if the config is stored")
     p.add_argument("--half", action="store_true", help="store float16 weights (metrics computed from them)")
+    p.add_argument("--light", action="store_true", help="store runs without weights and trajectory, samples as "
+                   "float16 with every metric computed from them, the loss history as 100-step means (how "
+                   "evidence and studies ship)")
+
+
+def engine_args(p: argparse.ArgumentParser) -> None:
+    """How a sweep runs its configs: local workers, stacked, or a Dask cluster (reproduce, settle)."""
+    store_args(p)
+    p.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
+                   "up to 8 on a CUDA GPU; 1 on MPS); with --stack: the processes that score the runs "
+                   "(default: one per CPU core)")
+    p.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
+                   help="train runs that share steps, batch and data size as one stacked model per step, in "
+                   "this process (default: on a CUDA GPU; on a CPU separate workers measure faster)")
+    p.add_argument("--cluster", metavar="ADDRESS", help="run the sweep on a Dask cluster: a running scheduler "
+                   "(tcp://host:8786) or 'local' (a LocalCluster of --jobs workers started here); workers send "
+                   "each run back, this process writes the store")
 
 
 def settings(a: argparse.Namespace) -> dict:
@@ -92,19 +114,23 @@ def parser() -> argparse.ArgumentParser:
     t.add_argument("--previews", type=int, default=0, help="progress events carrying alpha(t) and samples")
     t.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
     r = sub.add_parser("reproduce", help="the paper's 3 variants x 4 datasets and its three tables")
-    settings_args(r, plural=True)
-    r.add_argument("--jobs", type=int, help="runs at a time in worker processes (default: one per CPU core up to 4; "
-                   "up to 8 on a CUDA GPU; 1 on MPS); with --stack: the processes that score the runs "
-                   "(default: one per CPU core)")
+    settings_args(r, plural=True, engine=True)
     r.add_argument("--out", help="folder for the tables (default: <store>/tables)")
-    r.add_argument("--stack", action=argparse.BooleanOptionalAction, default=None,
-                   help="train runs that share steps, batch and data size as one stacked model per step, in "
-                   "this process (default: on a CUDA GPU; on a CPU separate workers measure faster)")
-    r.add_argument("--cluster", metavar="ADDRESS", help="run the sweep on a Dask cluster: a running scheduler "
-                   "(tcp://host:8786) or 'local' (a LocalCluster of --jobs workers started here); workers send "
-                   "each run back, this process writes the store")
-    r.add_argument("--light", action="store_true", help="store runs without weights and trajectory, samples as "
-                   "float16 with every metric computed from them (how studies ship); with --stack")
+    se = sub.add_parser("settle", help="add seeds until the primary family (or --metric's) is decided, or the "
+                        "budget is spent; resumable: stored runs are never retrained")
+    se.add_argument("--datasets", "--dataset", dest="dataset", nargs="+", default=list(PAPER_DATASETS),
+                    choices=list(DATASETS), metavar="DATASET", help="datasets to settle (default: the paper's four)")
+    se.add_argument("--metric", default="kl_divergence", choices=[m for m, spec in METRICS.items() if spec.margin],
+                    help="the metric whose family is settled (default: %(default)s, the primary family)")
+    se.add_argument("--budget-seeds", type=int, default=100, help="stop when the open comparisons have this many "
+                    "seeds (default: %(default)s)")
+    se.add_argument("--batch", type=int, default=10, help="seeds added per round to each undecided comparison "
+                    "(default: %(default)s)")
+    g = se.add_argument_group("training settings (defaults: the reference experiment)")
+    for f in training_settings():
+        add_field(g, f)
+    g.add_argument("--paper-text", action="store_true", help="use the paper prose's values instead")
+    engine_args(se)
     v = sub.add_parser("verdict", help="paired comparisons of the variants over seeds: intervals, tests, verdicts")
     v.add_argument("--store", default="checkpoints", help="run store folder, shipped runs included (default: %(default)s)")
     v.add_argument("--metrics", nargs="+", help="metrics to judge (default: every metric with a practical margin: "
@@ -135,7 +161,7 @@ def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
     from .runs import run_config  # torch: only commands that train need it
 
     bar, final = None, {}
-    for ev in run_config(config, store, a.device, a.force, half=a.half, **kw):
+    for ev in run_config(config, store, a.device, a.force, half=a.half, light=a.light, **kw):
         if ev["event"] == events.PROGRESS:
             if bar is None:
                 bar = tqdm(total=config.steps, desc=f"{config.dataset}/{config.variant}/s{config.seed}",
@@ -176,9 +202,11 @@ def cmd_train(a) -> int:
     return 0
 
 
-def run_sweep(configs, store: Store, a, jobs: int) -> None:
+def run_sweep(configs, store: Store, a, jobs: int, bar=None) -> None:
     """The runs through joblib (sweeps.py): `jobs` reusable local workers, or a Dask cluster with
-    --cluster. One bar over the runs; a line per finished run."""
+    --cluster. One bar over the runs (`bar`: a caller's, else a new one); a line per finished run."""
+    import contextlib
+
     from .sweeps import sweep
     from .system import threads_per_worker
 
@@ -189,38 +217,47 @@ def run_sweep(configs, store: Store, a, jobs: int) -> None:
         connect(a.cluster).close()  # an unreachable scheduler: one line, before any bar
     where = f"on {a.cluster}" if a.cluster else f"{jobs} at a time"
     threads = 1 if a.cluster else threads_per_worker(jobs)
-    with tqdm(total=len(configs), desc=f"{len(configs)} runs, {where}", unit="run", file=sys.stderr,
-              dynamic_ncols=True) as bar:
-        for config, run, cached in sweep(configs, store, a.device, jobs, a.cluster, a.half, a.force, threads):
+    own = bar is None
+    with (tqdm(total=len(configs), desc=f"{len(configs)} runs, {where}", unit="run", file=sys.stderr,
+               dynamic_ncols=True) if own else contextlib.nullcontext(bar)) as bar:
+        for config, run, cached in sweep(configs, store, a.device, jobs, a.cluster, a.half, getattr(a, "force", False),
+                                         threads, a.light):
             m = run.metrics
             tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {m['eval_loss']:.4f} "
                        f"KL {kl.format(m['kl_divergence'])}{' (stored)' if cached else ''}", file=sys.stderr)
             bar.update(1)
 
 
-def run_stacked(configs, store: Store, a, device) -> None:
-    """Stacked runs (stack.py) in this process: one bar over the stacks' steps, a line per stored run."""
+def run_stacked(configs, store: Store, a, device, runs_bar=None) -> None:
+    """Stacked runs (stack.py) in this process: one bar over the stacks' steps (or a caller's bar
+    over runs, `runs_bar`), a line per stored run."""
     from .stack_sweep import run_stacks, stacks_of
 
-    todo = [c for c in configs if a.force or store.find(c) is None]
+    todo = [c for c in configs if getattr(a, "force", False) or store.find(c) is None]
     kl = METRICS["kl_divergence"]
     for c in configs:
         if c not in todo:
             tqdm.write(f"stored: {c.dataset}/{c.variant}/s{c.seed} (--force retrains it)", file=sys.stderr)
     stacks = stacks_of(todo)
     command = remake_sweep_command(a.argv)
-    with tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
-              unit="step", file=sys.stderr, dynamic_ncols=True) as bar:
+    import contextlib
+
+    with (tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
+               unit="step", file=sys.stderr, dynamic_ncols=True) if runs_bar is None
+          else contextlib.nullcontext()) as bar:
         offset, timings = 0, {}
         for event in run_stacks(todo, store, device, a.half, a.light, command, jobs=a.jobs, timings=timings):
             if event[0] == "step":
                 _, done, total = event
-                bar.update(offset + done - bar.n)
-                if done == total:
-                    offset += total
-                    bar.set_postfix_str("evaluating")
+                if bar is not None:
+                    bar.update(offset + done - bar.n)
+                    if done == total:
+                        offset += total
+                        bar.set_postfix_str("evaluating")
             else:
                 _, c, run = event
+                if runs_bar is not None:
+                    runs_bar.update(1)
                 tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {run.metrics['eval_loss']:.4f} "
                            f"KL {kl.format(run.metrics['kl_divergence'])}", file=sys.stderr)
     if todo:  # where the time went (the GPU's figures: benchmarks/results)
@@ -248,74 +285,155 @@ def remake_sweep_command(argv: list[str]) -> str:
     return "python -m dualscale " + shlex.join(out) + " --store TMP"
 
 
-def cmd_reproduce(a) -> int:
-    from .paper import experiment, is_reference, metrics_frame, report
+def engine(a, store: Store):
+    """Check the sweep flags of `a` once; return run(configs, bar=None) that trains and stores them
+    (stacked, local workers or a Dask cluster)."""
     from .system import default_jobs
 
-    seeds = list(dict.fromkeys(s for group in a.seed for s in (group if isinstance(group, list) else [group])))
-    configs = experiment(seeds, a.dataset, a.variant, **settings(a))  # all validated up front
     device = resolve_device(a.device)
     jobs = default_jobs(str(device)) if a.jobs is None else a.jobs
     if jobs < 1:
         raise ValueError(f"--jobs must be >= 1, got {jobs}")
-    store = Store(a.store)
     store.check_writable()
-    stack = (device.type == "cuda" and not a.cluster or a.light) if a.stack is None else a.stack
+    stack = (device.type == "cuda" and not a.cluster) if a.stack is None else a.stack
     if stack and a.cluster:
         raise ValueError("--stack runs in this process; a --cluster sweep sends single runs to its workers")
-    if a.light and not stack:
-        raise ValueError("--light stores what a stacked sweep measures; add --stack")
     if stack:
-        run_stacked(configs, store, a, device)
-    else:
-        run_sweep(configs, store, a, jobs)
+        return lambda configs, bar=None: run_stacked(configs, store, a, device, bar)
+    return lambda configs, bar=None: run_sweep(configs, store, a, jobs, bar)
+
+
+def cmd_reproduce(a) -> int:
+    from .paper import experiment, is_reference, metrics_frame, report
+
+    seeds = list(dict.fromkeys(s for group in a.seed for s in (group if isinstance(group, list) else [group])))
+    configs = experiment(seeds, a.dataset, a.variant, **settings(a))  # all validated up front
+    store = Store(a.store)
+    engine(a, store)(configs)
     frame = metrics_frame([store.find(c) for c in configs])
     out = str(Path(a.out).resolve()) if a.out else "tables"  # --out is relative to here, the default to the store
     tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
     for variant, tab in tables.items():
         store.write_text(f"{out}/{variant}.csv", tab.to_csv(index=False))
     store.write_text(f"{out}/tables.md", text)
-    store.write_text(f"{out}/runs.csv", frame.to_csv(index=False))
+    path = store.write_text(f"{out}/runs.csv", frame.to_csv(index=False))
     print(text)
+    print(f"tables written to {path.parent}/ (baseline.csv, fixed.csv, adaptive.csv, runs.csv, tables.md)",
+          file=sys.stderr)
     return 0
+
+
+def cmd_settle(a) -> int:
+    from .settle import family_label, plan
+    from .stats import Verdicts
+
+    if a.budget_seeds < 2 or a.batch < 1:
+        raise ValueError(f"--budget-seeds must be >= 2 and --batch >= 1, got {a.budget_seeds} and {a.batch}")
+    target = TrainConfig(**settings(a)).validate()
+    for d in a.dataset:
+        TrainConfig(**{**target.to_dict(), "dataset": d}).check_resources()
+    store = Store(a.store)
+    run = engine(a, store)
+    print(f"settling the {family_label(a.metric)} family on {', '.join(a.dataset)}, at most {a.budget_seeds} seeds, "
+          f"{a.batch} per round", file=sys.stderr)
+    with tqdm(total=0, desc="settle", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
+        while True:
+            rnd = plan(store.runs(), target, a.dataset, a.metric, a.budget_seeds, a.batch)
+            for c in rnd.open:
+                tqdm.write(settle_line(c), file=sys.stderr)
+            if rnd.missing:
+                tqdm.write(f"not judged yet (fewer than 2 paired seeds): {', '.join(rnd.missing)}", file=sys.stderr)
+            if not rnd.todo:
+                break
+            bar.total += len(rnd.todo)
+            bar.refresh()
+            run(rnd.todo, bar)
+    print(verdict_table(Verdicts(rnd.family)))
+    if rnd.open or rnd.missing:
+        print(f"budget spent: {len(rnd.open)} comparison(s) still undecided at {a.budget_seeds} seeds"
+              + (f"; not judged yet: {', '.join(rnd.missing)}" if rnd.missing else ""))
+    else:
+        print(f"decided: every comparison of the family on {', '.join(a.dataset)}")
+    return 0
+
+
+def settle_line(c) -> str:
+    m = METRICS[c.metric]
+    need = lambda n: f"{n}" if n else ">10000"  # noqa: E731
+    return (f"undecided {c.dataset} {c.a} - {c.b}: n {c.n}, mean {m.format(c.mean_diff, signed=True)}, sequence "
+            f"[{m.format(c.cs_low, signed=True)}, {m.format(c.cs_high, signed=True)}], projected seeds "
+            f"{need(c.seeds_needed)} ({need(c.seeds_needed_half)} if half the difference)")
 
 
 def cmd_verdict(a) -> int:
     from .paper import metrics_frame
-    from .stats import compare, compare_schedules
+    from .stats import Verdicts, compare_schedules, verdict_of
 
     store = Store(a.store)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
-    frame = metrics_frame(store.runs())
-    verdicts = compare(frame, a.metrics) if a.by == "variant" else compare_schedules(frame, a.metrics)
+    unknown = [m for m in a.metrics or () if m not in METRICS]
+    if unknown:
+        raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+    runs = store.runs()
+    if a.by == "variant":
+        verdicts = verdict_of(runs, store)  # the one verdict every page reads; --metrics picks what is shown
+        if a.metrics:
+            verdicts = Verdicts([c for c in verdicts.comparisons if c.metric in a.metrics], verdicts.unpaired)
+    else:
+        verdicts = compare_schedules(metrics_frame(runs), a.metrics)
     if a.json:
         print(json.dumps([c.to_json() for c in verdicts.comparisons]))
         return 0
     print(verdict_table(verdicts))
+    for line in store.problems():
+        print(f"unreadable: {line}", file=sys.stderr)
     return 0
 
 
 def verdict_table(verdicts) -> str:
-    lines = [f"{'dataset':8s} {'metric':14s} {'a - b':20s} {'n':>3s} {'mean diff':>10s} {'95% CI (t)':>22s} "
-             f"{'p':>7s} {'p Holm':>7s}  verdict"]
-    families = sorted(dict.fromkeys(c.settings for c in verdicts.comparisons), key=bool)  # the reference first
-    ordered = [c for f in families for c in verdicts.comparisons if c.settings == f]
-    for i, c in enumerate(ordered):
-        m = METRICS[c.metric]
-        if len(families) > 1 and (i == 0 or c.settings != ordered[i - 1].settings):
-            lines.append(f"-- {c.settings or 'the reference settings'} (Holm within these settings)")
-        ci = f"[{m.format(c.ci_low, signed=True)}, {m.format(c.ci_high, signed=True)}]"
-        need = f" (~{c.seeds_needed} seeds to resolve)" if c.seeds_needed else ""
-        pair = c.a + " - " + c.b + (f" ({c.variant})" if c.variant else "")
-        pair = f"{pair:20s}" if not c.variant else f"{pair:34s}"
-        lines.append(f"{c.dataset:8s} {c.metric:14s} {pair} {c.n:3d} "
-                     f"{m.format(c.mean_diff, signed=True):>10s} {ci:>22s} {c.p:7.4f} {c.p_holm:7.4f}  {c.verdict}{need}")
+    """The comparisons as text: a section per family (the primary first) within each set of settings."""
+    from .stats import ALPHA
+
+    head = (f"{'dataset':8s} {'a - b':34s} {'n':>4s} {'mean diff':>10s} {'sequence interval':>22s} "
+            f"{'t-interval (descr.)':>22s}  decision")
+    lines = []
+    settings = sorted(dict.fromkeys(c.settings for c in verdicts.comparisons), key=bool)  # the reference first
+    for st in settings:
+        mine = [c for c in verdicts.comparisons if c.settings == st]
+        families = sorted(dict.fromkeys(c.family for c in mine), key=lambda f: (f != "primary", f))
+        for fam in families:
+            members = [c for c in mine if c.family == fam]
+            size = members[0].family_size
+            lines.append(f"== {fam} ({size} comparisons, each sequence at {ALPHA:g}/{size}) - "
+                         f"{st or 'the reference settings'}")
+            lines.append(head)
+            for c in members:
+                lines.append(_verdict_line(c))
+            lines.append("")
     if not verdicts.comparisons:
         lines.append("no pairs: every comparison needs at least 2 seeds of both variants with the same settings")
+    else:
+        lines.append("sequence interval: valid however often seeds are added (Lai's t-mixture, Bonferroni within the "
+                     "family); projected: seeds at which it would decide if the true difference were the one "
+                     "observed (/ half of it), the spread as observed")
     for u in verdicts.unpaired:
         lines.append(f"unpaired: {u.dataset}/{u.variant} seed {u.seed} has no {u.missing} run with the same settings")
     return "\n".join(lines)
+
+
+def _verdict_line(c) -> str:
+    m = METRICS[c.metric]
+
+    def span(lo, hi):
+        return f"[{m.format(lo, signed=True)}, {m.format(hi, signed=True)}]"
+
+    pair = c.a + " - " + c.b + (f" ({c.variant})" if c.variant else "") + ("" if c.family == "primary" else f" {m.short}")
+    word = c.decision + (" (real but negligible)" if c.negligible else "")
+    if c.decision == "undecided":
+        word += f" (projected: {c.seeds_needed or '>10000'} / {c.seeds_needed_half or '>10000'} seeds)"
+    return (f"{c.dataset:8s} {pair:34s} {c.n:4d} {m.format(c.mean_diff, signed=True):>10s} "
+            f"{span(c.cs_low, c.cs_high):>22s} {span(c.ci_low, c.ci_high):>22s}  {word}")
 
 
 def cmd_rescore(a) -> int:
@@ -372,7 +490,8 @@ def main(argv=None) -> int:
     from .runner import RunFailed
 
     try:
-        return {"train": cmd_train, "reproduce": cmd_reproduce, "verdict": cmd_verdict, "rescore": cmd_rescore,
+        return {"train": cmd_train, "reproduce": cmd_reproduce, "settle": cmd_settle, "verdict": cmd_verdict,
+                "rescore": cmd_rescore,
                 "export": cmd_export,
                 "list": cmd_list}[a.command](a)
     except (Cancelled, KeyboardInterrupt):

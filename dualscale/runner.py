@@ -287,6 +287,8 @@ class Runner:
             queued = [q for q in self._queue if q[0].run_id == run_id]
             for q in queued:
                 self._queue.remove(q)
+            if queued:
+                self._cancelled.add(run_id)  # it never started: its status reads cancelled, not failed
         if queued:
             return True
         worker = self._workers.get(run_id)
