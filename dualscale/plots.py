@@ -296,67 +296,6 @@ def _cell(metric, mean: float, ci: float, best: bool) -> str:
 
 # ---------------------------------------------------------------------------------- verdict
 
-VERDICT_COLORS = {"better": "#16a085", "worse": "#c0392b", "no difference": "#7f8c8d", "inconclusive": "#e67e22"}
-
-
-def forest(comparisons, metrics: list[str]) -> go.Figure:
-    """Paired differences a − b with their 95% t-intervals, one panel per metric (own scale), one
-    row per dataset, the zero line, colour = verdict; hover gives n, p (Holm) and per-seed values."""
-    fig = make_subplots(rows=1, cols=len(metrics), shared_yaxes=True, horizontal_spacing=0.03,
-                        subplot_titles=[f"{METRICS[m].short} ({'lower' if METRICS[m].lower_is_better else 'higher'}"
-                                        " is better)" for m in metrics])
-    shown = set()
-    for col, metric in enumerate(metrics, start=1):
-        for c in (c for c in comparisons if c.metric == metric):
-            spec = METRICS[metric]
-            per_seed = "<br>".join(f"seed {s}: {spec.format(x)} − {spec.format(y)} = {spec.format(x - y, signed=True)}"
-                                   for s, x, y in zip(c.seeds, c.values_a, c.values_b))
-            fig.add_trace(go.Scatter(
-                x=[c.mean_diff], y=[c.dataset], mode="markers", name=c.verdict,
-                legendgroup=c.verdict, showlegend=c.verdict not in shown,
-                marker=dict(size=10, color=VERDICT_COLORS.get(c.verdict, "#2c3e50")),
-                error_x=dict(type="data", symmetric=False, array=[c.ci_high - c.mean_diff],
-                             arrayminus=[c.mean_diff - c.ci_low], thickness=2, width=6),
-                hovertemplate=(f"<b>{c.dataset}</b>, {spec.label}: {c.a} − {c.b}<br>"
-                               f"mean {spec.format(c.mean_diff, signed=True)}, 95% CI [{spec.format(c.ci_low, signed=True)}, "
-                               f"{spec.format(c.ci_high, signed=True)}]<br>n = {c.n} seeds, p = {c.p:.3g}, "
-                               f"Holm p = {c.p_holm:.3g}: <b>{c.verdict}</b><br>{per_seed}<extra></extra>")),
-                row=1, col=col)
-            shown.add(c.verdict)
-        fig.add_vline(x=0, line=dict(color="#2c3e50", width=1, dash="dot"), row=1, col=col)
-    fig.update_layout(height=140 + 60 * len({c.dataset for c in comparisons}), margin=dict(l=10, r=10, t=60, b=10),
-                      legend=dict(orientation="h", y=-0.15), hovermode="closest")
-    fig.update_yaxes(autorange="reversed")
-    return fig
-
-
-def sentence(dataset: str, comparisons, a: str = "adaptive", b: str = "baseline") -> str:
-    """One plain sentence: what the seeds say about a against b on this dataset."""
-    mine = [c for c in comparisons if c.dataset == dataset and c.a == a and c.b == b]
-    if not mine:
-        return f"{dataset}: no paired seeds of {a} and {b} yet."
-    n = max(c.n for c in mine)
-
-    def part(c):
-        spec = METRICS[c.metric]
-        span = f"{spec.format(c.mean_diff, signed=True)}, 95% CI {spec.format(c.ci_low, signed=True)} to {spec.format(c.ci_high, signed=True)}"
-        return f"{spec.short} {span}"
-
-    groups = {w: [c for c in mine if c.verdict == w] for w in ("better", "worse", "no difference", "inconclusive")}
-    bits = []
-    if groups["better"]:
-        bits.append(f"{a} is better than {b} in " + "; ".join(part(c) for c in groups["better"]))
-    if groups["worse"]:
-        bits.append("worse in " + "; ".join(part(c) for c in groups["worse"]))
-    if groups["no difference"]:
-        bits.append("no practical difference in " + ", ".join(METRICS[c.metric].short for c in groups["no difference"]))
-    if groups["inconclusive"]:
-        bits.append("undecided in " + ", ".join(
-            METRICS[c.metric].short + (f" (~{c.seeds_needed} seeds would resolve it)" if c.seeds_needed else "")
-            for c in groups["inconclusive"]))
-    return f"**{dataset}** ({n} seeds): " + "; ".join(bits) + "."
-
-
 # ---------------------------------------------------------------------------------- schedules
 
 def schedule_curves(abars: dict[str, np.ndarray]) -> go.Figure:

@@ -157,6 +157,39 @@ def load(run, what: str):
         return None
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _verdict(root: str, key: tuple):
+    from dualscale.stats import verdict_of
+
+    return verdict_of(_store(root).runs(), _store(root))
+
+
+def verdict():
+    """THE verdict over every stored run (stats.verdict_of: the one object the Verdict and Results
+    pages, the CSV and the command line read), recomputed when a run changes, kept in the store's
+    cache so a fresh server answers without pandas and scipy."""
+    runs = all_runs()
+    return _verdict(store_root(), tuple(sorted((r.id, stamp(r)) for r in runs)))
+
+
+def settings_comparisons(verdicts, settings: TrainConfig) -> list:
+    """The comparisons among runs with these training settings (the verdict labels each by them)."""
+    from dualscale.config import settings_tag
+
+    return [c for c in verdicts.comparisons if c.settings == settings_tag(settings)]
+
+
+@st.cache_resource(show_spinner=False)
+def _sweeps(root: str) -> dict:
+    return {}
+
+
+def sweeps() -> dict:
+    """The dashboard's seed sweeps (add seeds, settle), server-wide: {settings JSON: settle.Sweep}.
+    A reload or another browser session finds them."""
+    return _sweeps(store_root())
+
+
 @st.cache_data(max_entries=32, show_spinner=False)
 def real_points(dataset: str, n: int = 20_000) -> np.ndarray:
     """Real data for backgrounds (the reference's seed-42 draw; a subset is plenty to see)."""

@@ -6,7 +6,7 @@ import streamlit as st
 from dualscale import METRICS, VARIANTS
 from dualscale.paper import TITLES, metrics_frame, table
 from dualscale.plots import PAGE_ORDER, compact_html, marked_tables
-from dualscale.stats import compare, winners
+from dualscale.stats import winners
 from views import common
 
 
@@ -49,12 +49,15 @@ legend = "; ".join(f"{m.short} = {m.label}" + (f" ({m.unit})" if m.unit and f"({
 st.caption(f"{len(same)} runs with the sidebar's training settings ({common.settings_label(sel.settings)}); "
            f"{len(frame) - len(same)} runs with other settings are left out, never pooled in. "
            "Each cell: mean ± 95% CI over seeds (t interval, when there are several). "
-           "★ = significantly better than both other variants on that dataset, paired by seed, after Holm "
-           "(KL and eval loss; times are not judged). "
+           "★ = better than both other variants on that dataset in the Verdict's decision (its confidence "
+           "sequence, paired by seed, excludes 0 in its favour within the declared family; KL and eval loss; "
+           "times are not judged). "
            f"{legend} (the paper's seconds are GPU seconds).")
 
 present = {d: set(g.variant) for d, g in same.groupby("dataset")} if len(same) else {}
-marks = winners(compare(same, ["kl_divergence", "eval_loss"]).comparisons, present) if len(same) else {}
+judged = [c for c in common.settings_comparisons(common.verdict(), sel.settings)
+          if c.metric in ("kl_divergence", "eval_loss")]
+marks = winners(judged, present) if len(same) else {}
 tables = marked_tables({v: table(same, v) for v in VARIANTS}, marks)
 for variant in VARIANTS:
     st.subheader(TITLES[variant])

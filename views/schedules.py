@@ -7,7 +7,9 @@ import streamlit as st
 from dualscale import METRICS, TrainConfig
 from dualscale.metrics import floor
 from dualscale.paper import metrics_frame
-from dualscale.plots import forest, schedule_curves, sentence, start_kl
+from dualscale.forest import forest
+from dualscale.plots import schedule_curves, start_kl
+from dualscale.sentences import dataset_sentence
 from dualscale.stats import SCHEDULE_FIELDS, compare_schedules, schedule_label
 from views import common
 
@@ -83,9 +85,10 @@ choice = st.segmented_control("Comparison", pairs, default=pairs[0], key="schedu
 a, b = choice.split(" − ")
 mine = [c for c in shown if c.a == a and c.b == b]
 for d in dict.fromkeys(c.dataset for c in mine):
-    st.markdown(sentence(d, mine, a, b))
-st.plotly_chart(forest(mine, [m for m in JUDGED if any(c.metric == m for c in mine)]), key="schedule_forest")
-st.caption(f"{sel.variant} runs (the sidebar's variant), each point the mean over seeds of {a} minus {b} with its "
-           "paired 95% t-interval; colour = verdict after Holm over every comparison of this study. Eval loss is "
+    st.markdown(dataset_sentence(d, mine, a, b))
+st.plotly_chart(forest(mine, JUDGED), key="schedule_forest")
+st.caption(f"{sel.variant} runs (the sidebar's variant), the mean over seeds of {a} minus {b}: thick bar, its "
+           "confidence sequence (a family per metric over this study's comparisons, Bonferroni), coloured by the "
+           "decision; thin bar, the descriptive t-interval; grey band, the practical margin. Eval loss is "
            "not compared: under v-prediction it measures another target. The Verdict page answers the paper's "
            "question for the schedule chosen in the sidebar.")

@@ -1,141 +1,118 @@
-"""Verdict: does the adaptive weighting help, and where? Runs paired by seed, 95% intervals,
-Holm-adjusted tests, one verdict word per dataset and metric (dualscale.stats)."""
+"""Verdict: does the adaptive weighting help, and where? Runs paired by seed, declared families,
+decisions by confidence sequences (dualscale.stats); add seeds or settle (dualscale.settle)."""
 from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
 
 from dualscale import METRICS
+from dualscale.forest import forest, sequence_path
 from dualscale.metrics import floor
-from dualscale.paper import metrics_frame
-from dualscale.plots import forest, sentence
-from dualscale.stats import PAIRS, Verdicts, compare, runs_key
-from views import common
-
-JUDGED = sorted((m for m, spec in METRICS.items() if spec.margin is not None), key=lambda m: m != "kl_divergence")  # KL first
+from dualscale.sentences import dataset_sentence, diff_text, headline, word
+from dualscale.stats import ALPHA, JUDGED, PAIRS, UNDECIDED
+from views import common, seeds
 
 
-@st.cache_data(max_entries=16, show_spinner=False)
-def verdicts(root: str, key: tuple, settings_json: str):
-    """compare() over the stored runs with these settings; recomputed when a run changes. Kept in the
-    store too (Store.cached), so a fresh server answers without pandas and scipy (~0.9 s on 2 cores)."""
-    from dualscale import TrainConfig
+def table(shown) -> pd.DataFrame:
+    """Every comparison of the chosen pair; the decision third, so a phone sees it without scrolling."""
+    def span(c, lo, hi):
+        return f"[{diff_text(c.metric, lo)}, {diff_text(c.metric, hi)}]"
 
-    settings = TrainConfig.from_json(settings_json)
-    runs = [r for r in common.all_runs() if common.same_config_settings(r.config, settings)]
-    if not runs:
-        return None
-    value = common.store().cached("verdict", runs_key(runs, JUDGED),
-                                  lambda: compare(metrics_frame(runs), JUDGED).to_json())
-    return Verdicts.from_json(value)
-
-
-def queue_seeds(n: int, settings) -> None:
-    """Queue the paper's 12 runs for the next n seeds (with the sidebar's settings) on the dashboard's
-    runner: its queue runs them a few at a time, in background workers that survive a reload."""
-    from dualscale import PAPER_DATASETS, VARIANTS, TrainConfig
-
-    first = max((r.config.seed for r in common.all_runs() if common.same_config_settings(r.config, settings)),
-                default=-1) + 1
-    configs = [TrainConfig(**{**settings.to_dict(), "dataset": d, "variant": v, "seed": s})
-               for s in range(first, first + n) for d in PAPER_DATASETS for v in VARIANTS]
-    registry = common.registry()
-    st.session_state["verdict_sweep"] = [registry.submit(c) for c in configs]
+    return pd.DataFrame([{
+        "dataset": c.dataset, "metric": METRICS[c.metric].short, "decision": word(c), "n": c.n,
+        "mean diff": diff_text(c.metric, c.mean_diff),
+        "sequence interval": span(c, c.cs_low, c.cs_high), "t-interval (descriptive)": span(c, c.ci_low, c.ci_high),
+        "family": f"{c.family} ({c.family_size})",
+        "projected seeds (observed / half)": (f"{c.seeds_needed or '>10000'} / {c.seeds_needed_half or '>10000'}"
+                                             if c.decision == UNDECIDED else "")} for c in shown])
 
 
-def sweep_panel() -> None:
-    """One progress panel for the whole queued sweep: runs done, training, waiting; cancel all."""
-    ids = st.session_state.get("verdict_sweep") or []
-    if not ids:
+def how_to_read(n_families: int) -> None:
+    with st.expander("How to read this"):
+        st.markdown(f"""
+- **Pairs.** Each comparison is the paired difference *a − b* over the seeds both variants have (the same
+  seed gives both the same data order, t and noise), never two separate means.
+- **Families.** The **primary** family is the paper's claim: KL divergence, the three pairs, the four paper
+  datasets (12 comparisons). Every other metric is **secondary**, a family of its own (12 on the paper's datasets;
+  3 per metric on any other dataset). A comparison's family never depends on what a page shows, so Results' ★
+  and this page read the same decisions ({n_families} families here).
+- **The interval that decides** is a *confidence sequence* (Lai's t-mixture; Wang & Ramdas 2023): it covers the
+  true mean difference at every number of seeds at once, so adding seeds and looking again after each batch
+  keeps its guarantee. Within a family each sequence runs at level {ALPHA:g} / family size (Bonferroni).
+  It assumes roughly symmetric differences (measured: valid for Gaussian and Student-t(3) differences, not for
+  strongly skewed ones). The fixed-n **t-interval** is shown for description only: looked at after every seed,
+  a 95% t-interval declares a difference that is not there in about 39% of sequences (measured).
+- **Margins** (the grey band): the smallest difference that matters, one per metric, set in the metric
+  registry (`dualscale/metrics.py`): KL 0.02 bits (the reference's own reruns matched its tables within
+  0.02 bits everywhere but dino), eval loss 0.002, sliced W2 0.005, precision and recall 0.01.
+- **Words:** *better / worse*: the whole interval is beyond the margin; *…, size unclear*: it excludes 0 but
+  reaches inside the margin; *no practical difference*: it lies inside ± the margin (*a real but negligible
+  difference* if it also excludes 0); *undecided*: otherwise.
+- **Projected seeds** are a projection, not a promise: the n at which the sequence would decide *if* the true
+  difference were the one observed (or half of it) and the spread stayed as observed.
+""")
+
+
+def evidence(shown, a: str, b: str) -> None:
+    """The forest plot, the table and the path of an interval as seeds were added."""
+    if not shown:
+        st.info(f"No paired seeds of {a} and {b} with these settings yet.")
         return
-    registry = common.registry()
-    states = [registry.status(rid).state for rid in ids]
-    done, failed = states.count("done"), sum(s in ("failed", "cancelled") for s in states)
-    running = len(set(ids) & registry.running_ids())
-    waiting = len(set(ids) & set(registry.queued_ids()))
-    st.progress(done / len(ids), text=f"Sweep: {done} of {len(ids)} runs done, {running} training, {waiting} waiting"
-                + (f", {failed} failed or cancelled (see Train)" if failed else ""))
-    if running or waiting:
-        if st.button("Cancel the sweep", key="verdict_cancel"):
-            for rid in ids:
-                registry.cancel(rid)
-            st.rerun()
-    elif done + failed == len(ids):
-        st.success("The sweep is done: the verdict above includes its seeds.")
-        st.session_state["verdict_sweep"] = []
-
-
-def add_seeds() -> None:
-    st.subheader("Add seeds")
-    if sel.config is not None:
-        left, right = st.columns([1, 3])
-        n_new = left.number_input("Seeds to add", min_value=1, max_value=50, value=5, step=1, key="verdict_n_seeds")
-        right.button(f"Queue {int(n_new)} more seeds ({12 * int(n_new)} runs)", key="verdict_add",
-                     on_click=queue_seeds, args=(int(n_new), sel.settings),
-                     help="The paper's 12 runs for each new seed, with the sidebar's settings; they train in the "
-                          "background (see Train) and join the verdict as they finish.")
-        queued = st.session_state.get("verdict_sweep") or []
-        st.fragment(run_every=2.0 if queued else None)(sweep_panel)()
-    st.markdown("Or on the command line (stored seeds are skipped; a GPU stacks them):")
-    st.code("python -m dualscale reproduce --seeds 10-19", language="bash")
-
+    st.plotly_chart(forest(shown, list(JUDGED)), key="verdict_forest", config={"displaylogo": False})
+    st.caption("Thick bar: the sequence interval that decides, coloured by the decision; the tick is the mean; "
+               "thin dark bar below: the fixed-n t-interval (descriptive). Grey band: ± the practical margin. "
+               "Hover for n, the family and every seed.")
+    rows = table(shown)
+    st.dataframe(rows, hide_index=True, key="verdict_table", height=36 * (len(rows) + 1) + 3)
+    open_ = sorted([c for c in shown if c.decision == UNDECIDED] or shown, key=lambda c: c.family != "primary")
+    pick = st.selectbox("How an interval narrowed as seeds were added",
+                        [f"{c.dataset}, {METRICS[c.metric].short}" for c in open_], key="verdict_path")
+    c = open_[[f"{c.dataset}, {METRICS[c.metric].short}" for c in open_].index(pick)]
+    st.plotly_chart(sequence_path(c), key="verdict_path_chart", config={"displaylogo": False})
 
 
 sel = common.selection("Dataset, variant and seed")
 st.title("Does adaptive dual-scale denoising help?")
 st.markdown(
     "This app reproduces *Adaptive Dual-Scale Denoising for Dynamic Feature Balancing in Low-Dimensional "
-    "Diffusion Models*: a 100-step DDPM on 2D point clouds with three denoisers (a baseline MLP, a fixed 0.5 mix "
-    "of a global and a local branch, and the paper's adaptive mix alpha(t)). Below, the stored runs answer the "
-    "paper's claim, **paired by seed** (the same seed gives every variant the same data order, t and noise). "
-    "Then look at **Results** (the paper's tables), **Samples** and **alpha(t)**, **Schedules** (what the noise "
-    "schedule changes), or start runs on **Train**.")
-runs = common.all_runs()
-key = tuple(sorted((r.id, common.stamp(r)) for r in runs))
-result = verdicts(common.store_root(), key, sel.settings.to_json())
+    "Diffusion Models*: a 100-step DDPM on 2D point clouds with a baseline MLP, a fixed 0.5 mix of a global and "
+    "a local branch, and the paper's adaptive mix alpha(t). Below, the stored runs answer the paper's claim, "
+    "**paired by seed**. Then see **Results**, **Samples**, **alpha(t)**, **Schedules**, or train on **Train**.")
+verdicts = common.verdict()
+mine = common.settings_comparisons(verdicts, sel.settings)
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
            "and seed is used).")
-if result is None or not result.comparisons:
+for problem in common.store().problems():
+    st.warning(problem.splitlines()[0])
+if not mine:
     st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants.")
-    add_seeds()
+    seeds.panel(sel, [])
     st.stop()
+
+primary = [c for c in mine if c.family == "primary"]
+st.markdown(headline(primary), help="The primary family: KL divergence, three pairs, four paper datasets.")
 
 labels = {f"{a} − {b}": (a, b) for a, b in PAIRS}
 choice = st.segmented_control("Comparison", list(labels), default=list(labels)[0], key="verdict_pair") or list(labels)[0]
 a, b = labels[choice]
-shown = [c for c in result.comparisons if (c.a, c.b) == (a, b)]
-datasets = list(dict.fromkeys(c.dataset for c in result.comparisons))
-for d in datasets:
-    st.markdown(sentence(d, result.comparisons, a, b))
+shown = [c for c in mine if (c.a, c.b) == (a, b)]
+for d in dict.fromkeys(c.dataset for c in mine):
+    st.markdown(dataset_sentence(d, mine, a, b))
 
+evidence(shown, a, b)
+unpaired = [u for u in verdicts.unpaired]
+if unpaired:
+    with st.expander(f"{len(unpaired)} runs without a partner (not in any comparison)"):
+        st.dataframe(pd.DataFrame([u.__dict__ for u in unpaired]), hide_index=True)
+st.download_button("Download the verdict as CSV (one row per comparison)",
+                   pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]).to_csv(index=False),
+                   file_name="dualscale-verdict.csv", mime="text/csv", icon=":material/download:")
+how_to_read(len({c.family for c in mine}))
 
-def evidence() -> None:
-    """The forest plot and the table of the chosen comparison."""
-    if not shown:
-        st.info(f"No paired seeds of {a} and {b} with these settings yet.")
-        return
-    st.plotly_chart(forest(shown, [m for m in JUDGED if any(c.metric == m for c in shown)]), key="verdict_forest")
-    st.caption(f"Each point: the mean over seeds of {a} minus {b}, with its paired Student-t 95% interval; left of "
-               "the dotted zero line = lower for the first variant. Hover for n, p (Holm over all "
-               f"{len(result.comparisons)} comparisons) and every seed's values. better / worse: significant after "
-               "Holm; no difference: the interval lies inside ± the metric's practical margin; inconclusive: neither.")
-    rows = [{"dataset": c.dataset, "metric": METRICS[c.metric].short, "n": c.n,
-             "mean diff": METRICS[c.metric].format(c.mean_diff, signed=True),
-             "95% CI": f"[{METRICS[c.metric].format(c.ci_low, signed=True)}, {METRICS[c.metric].format(c.ci_high, signed=True)}]",
-             "bootstrap CI": f"[{METRICS[c.metric].format(c.boot_low, signed=True)}, {METRICS[c.metric].format(c.boot_high, signed=True)}]",
-             "p (Holm)": f"{c.p_holm:.3g}", "Wilcoxon p": f"{c.p_wilcoxon:.3g}",
-             "verdict": c.verdict + (f" (~{c.seeds_needed} seeds)" if c.seeds_needed else "")} for c in shown]
-    st.dataframe(pd.DataFrame(rows), hide_index=True, key="verdict_table")
-
-
-evidence()
-if result.unpaired:
-    with st.expander(f"{len(result.unpaired)} runs without a partner (not in any comparison)"):
-        st.dataframe(pd.DataFrame([u.__dict__ for u in result.unpaired]), hide_index=True)
-
-add_seeds()
+seeds.panel(sel, primary)
 
 with st.expander("What the metrics measure"):
+    datasets = list(dict.fromkeys(c.dataset for c in mine))
     help_rows = [{"metric": f"{m.label} ({m.short})", "unit": m.unit or "–",
                   "better": "lower" if m.lower_is_better else "higher",
                   "practical margin": m.format(m.margin) if m.margin is not None else "not judged",

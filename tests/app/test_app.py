@@ -108,7 +108,39 @@ def test_results_stars_only_significant_differences(app):
     use_small_settings(app)
     tables = [app.dataframe[i].value for i in range(3)]
     assert not any("★" in str(cell) for t in tables for cell in t.to_numpy().ravel())
-    assert "★ = significantly better than both other variants" in texts(app.caption)
+    assert "★ = better than both other variants on that dataset in the Verdict's decision" in texts(app.caption)
+
+
+def decided_store(root):
+    """Twelve seeds of the three variants on line (light runs with constructed metrics): adaptive's
+    KL is far below both others', fixed's eval loss above both; everything else equal."""
+    rng = np.random.default_rng(5)
+    store = Store(root)
+    for seed in range(12):
+        common = rng.normal(0, 0.003)
+        for variant, kl, loss in (("baseline", 0.20, 0.800), ("fixed", 0.20, 0.806), ("adaptive", 0.10, 0.800)):
+            config = small_config("line", variant, seed)
+            metrics = {"training_time": 1.0, "inference_time": 0.1, "kl_divergence": kl + common + rng.normal(0, 0.003),
+                       "eval_loss": loss + rng.normal(0, 0.0003)}
+            store.save(config, None, metrics, {"samples": np.zeros((10, 2), np.float32), "losses": np.ones(3, np.float32)})
+    return root
+
+
+def test_results_stars_are_the_primary_verdicts_better_cells(store_root, tmp_path, monkeypatch):
+    from dualscale.stats import verdict_of, winners
+
+    root = decided_store(copy_store(store_root, tmp_path / "store"))
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = use_small_settings(AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run())
+    page(at, "results")
+    starred = {(variant, dataset, column) for variant, t in zip(("baseline", "fixed", "adaptive"), at.dataframe[:3])
+               for dataset, row in t.value.iterrows() for column, cell in row.items() if "★" in str(cell)}
+    verdict = [c for c in verdict_of(Store(root).runs()).comparisons if c.settings and c.metric in ("kl_divergence", "eval_loss")]
+    expected = {(v, d, METRICS[m].short) for (d, m), v in winners(verdict).items()}
+    assert starred == expected == {("adaptive", "line", "KL")}  # fixed's loss is worse than both, not better
+    line = {(c.a, c.b, c.metric): c.decision for c in verdict if c.dataset == "line"}
+    assert line["adaptive", "baseline", "kl_divergence"] == line["adaptive", "fixed", "kl_divergence"] == "better"
+    assert line["fixed", "baseline", "eval_loss"].startswith("worse")
 
 
 def test_sidebar_says_which_controls_a_page_ignores(app):
@@ -133,17 +165,23 @@ def test_verdict_page_opens_first_and_answers_with_intervals(app):
     assert [t.value for t in app.title] == ["Does adaptive dual-scale denoising help?"]
     assert "Not enough paired runs" in texts(app.info)  # the reference settings: no small run counts
     use_small_settings(app)
-    sentence = texts(app.markdown)
-    assert "**moons** (2 seeds): " in sentence
+    words = texts(app.markdown)
+    assert "After 2 seeds, in KL divergence: on moons, adaptive − baseline" in words  # the headline, with numbers
+    assert "**moons**, adaptive − baseline (2 seeds): KL " in words and "undecided" in words
     forest = figure(app, 0)
     titles = [a["text"] for a in forest["layout"]["annotations"]]
-    assert titles[0].startswith("KL (lower is better)") and any(t.startswith("prec (higher") for t in titles)
-    point = forest["data"][0]
-    assert point["y"] == ["moons"] and "seed 0:" in point["hovertemplate"] and "seed 1:" in point["hovertemplate"]
+    assert titles[0] == "KL Divergence (lower is better)" and any(t.startswith("Precision (higher") for t in titles)
+    bar = forest["data"][0]
+    assert list(bar["y"]) == [0, 0] and "seed 0:" in bar["hovertemplate"] and "seed 1:" in bar["hovertemplate"]
+    assert "sequence interval [−∞, +∞]" in bar["hovertemplate"]  # 2 seeds pin nothing down yet
+    assert any(s.get("type") == "rect" for s in forest["layout"]["shapes"])  # the margin band
     table = app.dataframe[0].value
-    assert list(table.dataset) == ["moons"] * 5 and set(table.columns) >= {"n", "95% CI", "p (Holm)", "verdict"}
-    assert (table.n == 2).all()
-    assert "python -m dualscale reproduce --seeds 10-19" in [c.value for c in app.code]
+    assert list(table.dataset) == ["moons"] * 5 and list(table.columns[:3]) == ["dataset", "metric", "decision"]
+    assert {"sequence interval", "t-interval (descriptive)", "family"} <= set(table.columns)
+    assert set(table.decision) == {"undecided"} and (table.n == 2).all()
+    assert table.family.iloc[0] == "primary (12)"
+    assert "python -m dualscale settle --batch 5 --steps 150 --batch-size 128 --n-points 2000 --n-samples 500" in [
+        c.value for c in app.code]  # the hint carries the sidebar's settings
     app.get("button_group")[0].set_value("adaptive − fixed")
     ok(app.run())  # one fixed seed: no pair
     assert "No paired seeds of adaptive and fixed" in texts(app.info) and not app.get("plotly_chart")
@@ -538,28 +576,36 @@ def test_schedules_page_draws_schedules_the_start_cost_and_the_study(store_root,
     assert at.get("button_group")[0].value == "cosine − linear"
 
 
-def test_verdict_page_queues_a_sweep_of_new_seeds_with_one_panel(store_root, tmp_path, monkeypatch):
+def test_add_seeds_queues_exactly_the_planned_runs_and_a_cancel_reads_as_cancelled(store_root, tmp_path, monkeypatch):
+    from views import common
+
     root = copy_store(store_root, tmp_path / "store")
     monkeypatch.setenv("DUALSCALE_STORE", str(root))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     use_small_settings(at, steps=20_000)  # long runs: still going when we cancel them
-    at.number_input(key="verdict_n_seeds").set_value(1)
+    at.number_input(key="seeds_n").set_value(1)
+    next(b for b in at.button if b.label == "Plan one round").click()  # typed and clicked in one rerun
     ok(at.run())
+    plan = at.session_state["seeds_plan"]
+    assert len(plan["todo"]) == 12 and {c.seed for c in plan["todo"]} == {0}  # batch 1, not the old 5
+    shown = texts(at.warning)
+    assert "This queues **12 runs** (circle: adaptive, baseline, fixed × seed 0;" in shown and "min" in shown
     try:
-        next(b for b in at.button if b.label == "Queue 1 more seeds (12 runs)").click()
+        next(b for b in at.button if b.label == "Confirm: queue 12 runs").click()
         ok(at.run())
-        ids = at.session_state["verdict_sweep"]
-        assert len(ids) == 12 and all("-s0-" in i for i in ids)  # no run with these settings yet: seed 0 next
+        sweep = common.sweeps()[at.session_state["selection"].config.to_json()]
+        assert sweep.ids == [c.run_id for c in plan["todo"]]  # the runs queued are the runs shown
         bars = at.get("progress")
-        assert len(bars) == 1 and "of 12 runs done" in bars[0].proto.text and "waiting" in bars[0].proto.text
-        next(b for b in at.button if b.label == "Cancel the sweep").click()
+        assert len(bars) == 1 and "Adding seeds: 0 of 12 runs done" in bars[0].proto.text
+        next(b for b in at.button if b.label == "Cancel").click()
         ok(at.run())
+        assert "Cancelled: 0 of 12 runs had finished" in texts(at.warning)
+        assert "done" not in texts(at.success)
         wait_for(lambda: not Store(root).active(), timeout=30)
-        assert not any(Store(root).find(TrainConfig.from_dict({**at.session_state["selection"].config.to_dict(),
-                                                               "dataset": d, "variant": v}))
-                       for d in ("circle", "dino", "line", "moons") for v in ("baseline", "fixed", "adaptive"))
+        assert sweep.counts()["cancelled"] == 12 and sweep.counts()["failed"] == 0
     finally:
         stop_workers(root)
+        common.sweeps().clear()
 
 
 @pytest.mark.parametrize("values, message", [

@@ -176,6 +176,7 @@ def test_first_page_is_the_verdict(server, page):
     page.goto(url)
     page.locator("h1", has_text="Does adaptive dual-scale denoising help?").wait_for()
     print(f"first render {time.perf_counter() - t0:.2f} s")
+    page.get_by_text("Not enough paired runs").wait_for()  # the verdict's answer, below the intro
     idle(page)
     no_exception(page)
     main = page.inner_text('[data-testid="stMain"]')
@@ -222,7 +223,15 @@ def test_every_page_renders_with_the_test_runs(page):
     go(page, "Verdict", "Does adaptive")
     page.locator(".js-plotly-plot").first.wait_for()  # the forest plot of the paired seeds
     assert "**moons**" not in page.inner_text('[data-testid="stMain"]')  # Markdown rendered, not shown raw
-    assert "moons (2 seeds)" in page.inner_text('[data-testid="stMain"]')
+    assert "moons, adaptive − baseline (2 seeds)" in page.inner_text('[data-testid="stMain"]')
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the words are there and on screen
+    page.wait_for_timeout(500)
+    sentence = page.locator('[data-testid="stMarkdownContainer"]', has_text="moons, adaptive − baseline (2 seeds)").first
+    assert "undecided" in sentence.inner_text()
+    box = sentence.bounding_box()
+    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1400, "height": 1000})
 
 
 def test_impossible_setting_is_refused_with_a_message(page):
@@ -265,6 +274,38 @@ def test_a_short_run_trains_live_survives_a_reload_and_finishes(server, page):
     recent = page.locator('[data-testid="stMarkdownContainer"] li', has_text=LIVE.run_id).first
     recent.wait_for()
     assert "done" in recent.inner_text()
+    no_exception(page)
+
+
+def test_add_seeds_queues_what_it_said_and_a_cancel_reads_as_cancelled(server, page):
+    """Type 1 and click at once (the old button queued 60 runs that way): the plan shown is the one
+    queued, its runs are the ones that start, and a cancel says so."""
+    _, root = server
+    go(page, "Verdict", "Does adaptive")
+    open_advanced(page)
+    set_number(page, "Training steps", 20_000)  # runs long enough to cancel
+    box = page.get_by_label("Seeds per round", exact=True)
+    box.fill("1")
+    page.get_by_role("button", name="Plan one round").click()  # no Enter: the click must take the typed 1
+    idle(page)
+    notice = page.locator('[data-testid="stAlert"]', has_text="This queues").first
+    notice.wait_for()
+    m = re.search(r"This queues (\d+) runs", notice.inner_text())
+    assert m and int(m[1]) == 12, notice.inner_text()  # 4 datasets x 3 variants x 1 seed, not x 5
+    assert "seed 0" in notice.inner_text() and "min" in notice.inner_text()
+    page.get_by_role("button", name="Confirm: queue 12 runs").click()
+    bar = page.locator('[data-testid="stProgress"]', has_text="Adding seeds")
+    bar.wait_for()
+    assert "of 12 runs done" in bar.inner_text()
+    wait_until(lambda: Store(root).active(), 60, "the first run to start", page)
+    page.get_by_role("button", name="Cancel").click()
+    cancelled = page.locator('[data-testid="stAlert"]', has_text="Cancelled:")
+    cancelled.wait_for()
+    assert "0 of 12 runs had finished" in cancelled.inner_text() and "The sweep is done" not in page.inner_text("body")
+    wait_until(lambda: not Store(root).active(), 30, "the workers to stop", page)
+    page.get_by_role("button", name="Dismiss").click()
+    idle(page)
+    set_number(page, "Training steps", SMALL["steps"])
     no_exception(page)
 
 

@@ -1,0 +1,133 @@
+"""The Verdict page's seed panel: add seeds to the undecided comparisons, or settle them (rounds
+until decided or the budget is spent), through the dashboard's runner (dualscale.settle.Sweep).
+Planned, estimated and confirmed first; the runs queued are exactly the runs shown. Not a page."""
+from __future__ import annotations
+
+import streamlit as st
+
+from dualscale import PAPER_DATASETS
+from dualscale.config import changed_settings
+from dualscale.settle import Sweep, estimate_seconds, plan
+from dualscale.stats import UNDECIDED
+from views import common
+
+FINISHED = {"done": "Added", "decided": "Settled", "spent": "Budget spent", "cancelled": "Cancelled"}
+
+
+def _key(settings) -> str:
+    return settings.to_json()
+
+
+def _describe(todo) -> str:
+    """'dino: adaptive, baseline, fixed × seeds 10–14': what a plan queues."""
+    parts = []
+    for d in dict.fromkeys(c.dataset for c in todo):
+        mine = [c for c in todo if c.dataset == d]
+        seeds = sorted({c.seed for c in mine})
+        span = f"seed {seeds[0]}" if len(seeds) == 1 else f"seeds {seeds[0]}–{seeds[-1]}"
+        parts.append(f"{d}: {', '.join(sorted({c.variant for c in mine}))} × {span}")
+    return "; ".join(parts)
+
+
+def make_plan(kind: str, settings) -> None:
+    """Button callback: plan with the values in the widgets now (not those of the previous rerun)."""
+    n, budget = int(st.session_state["seeds_n"]), int(st.session_state["seeds_budget"])
+    runs = common.all_runs()
+    rnd = plan(runs, settings, PAPER_DATASETS, "kl_divergence", budget, n)
+    workers = common.registry().jobs or 1
+    seconds, basis = estimate_seconds(runs, rnd.todo, workers)
+    st.session_state["seeds_plan"] = {"kind": kind, "todo": rnd.todo, "n": n, "budget": budget,
+                                      "seconds": seconds, "basis": basis, "workers": workers}
+
+
+def confirm(settings) -> None:
+    p = st.session_state.pop("seeds_plan")
+    common.sweeps()[_key(settings)] = Sweep(common.registry(), p["todo"], settings, PAPER_DATASETS, "kl_divergence",
+                                            p["n"], p["budget"], rounds=1 if p["kind"] == "add" else None)
+
+
+def _status(key: str) -> None:
+    """The running sweep's one panel (polled): runs done, training, waiting; cancel; how it ended."""
+    sweep = common.sweeps().get(key)
+    if sweep is None:
+        return
+    before = sweep.state, len(sweep.ids)
+    sweep.advance(common.store().runs())
+    counts = sweep.counts()
+    total, done = len(sweep.ids), counts["done"]
+    what = "Settle" if sweep.rounds is None else "Adding seeds"
+    text = (f"{what}: {done} of {total} runs done, {counts['training']} training, {counts['waiting']} waiting"
+            + (f", {counts['failed']} failed" if counts["failed"] else "")
+            + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
+            + (f" (round {sweep.rounds_done + 1})" if sweep.rounds is None and sweep.state == "running" else ""))
+    if sweep.state == "running":
+        st.progress(done / max(1, total), text=text)
+        if st.button("Cancel", key="seeds_cancel", icon=":material/cancel:"):
+            sweep.cancel()
+            st.rerun()
+    else:
+        ended = {"done": f"Added: {done} of {total} runs finished; the verdict above includes them.",
+                 "decided": f"Settled: every primary comparison is decided ({done} runs added).",
+                 "spent": f"Budget spent: the open comparisons reached {sweep.budget} seeds ({done} runs added).",
+                 "cancelled": f"Cancelled: {done} of {total} runs had finished and count in the verdict above; "
+                              "the rest were stopped or never started."}[sweep.state]
+        (st.warning if sweep.state == "cancelled" else st.success)(ended)
+        if counts["failed"]:
+            st.caption(f"{counts['failed']} runs failed: see Train's recent runs.")
+        if st.button("Dismiss", key="seeds_dismiss"):
+            del common.sweeps()[key]
+            st.rerun()
+    if (sweep.state, len(sweep.ids)) != before or st.session_state.get("seeds_done") != done:
+        st.session_state["seeds_done"] = done
+        st.rerun()  # a run finished or a round began: the verdict above is judged again
+
+
+def _confirmation(settings) -> None:
+    p = st.session_state["seeds_plan"]
+    if not p["todo"]:
+        st.info("Nothing to add: every primary comparison is decided, or has reached the budget.")
+        if st.button("OK", key="seeds_ok"):
+            del st.session_state["seeds_plan"]
+            st.rerun()
+        return
+    minutes = p["seconds"] / 60
+    how = "one round" if p["kind"] == "add" else "rounds until the primary family is decided or the budget is spent"
+    st.warning(f"This queues **{len(p['todo'])} runs** ({_describe(p['todo'])}), {how}: about "
+               f"**{minutes:.0f} min** for this round, {p['workers']} at a time (estimated from {p['basis']}).",
+               icon=":material/schedule:")
+    left, right = st.columns(2)
+    left.button(f"Confirm: queue {len(p['todo'])} runs", key="seeds_confirm", type="primary", on_click=confirm,
+                args=(settings,))
+    if right.button("Back", key="seeds_back"):
+        del st.session_state["seeds_plan"]
+        st.rerun()
+
+
+def panel(sel, primary) -> None:
+    st.subheader("Add seeds")
+    open_ = [c for c in primary if c.decision == UNDECIDED]
+    st.caption(f"{len(open_)} of {len(primary)} primary comparisons are undecided"
+               + (f" ({', '.join(f'{c.dataset} {c.a} − {c.b}' for c in open_)})" if open_ else "")
+               + ". New seeds go only to the datasets and variants they need; Settle repeats until every "
+               "one is decided or the budget is reached, judging validly after each round.")
+    key = _key(sel.settings)
+    if sel.config is None:
+        st.caption("Fix the sidebar's settings first.")
+    elif key in common.sweeps():
+        st.fragment(run_every=2.0)(_status)(key)
+    elif "seeds_plan" in st.session_state:
+        _confirmation(sel.settings)
+    else:
+        left, right = st.columns(2)
+        left.number_input("Seeds per round", min_value=1, max_value=50, value=5, step=1, key="seeds_n",
+                          help="Seeds added to each undecided comparison in one round")
+        right.number_input("Budget (seeds)", min_value=2, max_value=10_000, value=100, step=10, key="seeds_budget",
+                           help="Settle stops when the open comparisons have this many seeds")
+        b1, b2 = st.columns(2)
+        b1.button("Plan one round", key="seeds_add", on_click=make_plan, args=("add", sel.settings),
+                  icon=":material/add:")
+        b2.button("Plan a settle", key="seeds_settle", on_click=make_plan, args=("settle", sel.settings),
+                  icon=":material/gavel:")
+    flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in changed_settings(sel.settings).items())
+    st.markdown("Or on the command line (stored runs are never retrained; a GPU stacks them):")
+    st.code(f"python -m dualscale settle --batch {st.session_state.get('seeds_n', 5)}{flags}", language="bash")
