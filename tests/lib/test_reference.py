@@ -55,8 +55,8 @@ def all_runs():
     """Every shipped run at the reference settings: seeds 0-9 of the paper's 12 runs."""
     store = Store(REFERENCE)
     return {(r.config.dataset, r.config.variant, r.config.seed): r for r in store.runs()
-            if r.is_reference and r.config == TrainConfig(dataset=r.config.dataset, variant=r.config.variant,
-                                                           seed=r.config.seed)}
+            if r.path.parent.name == "reference" and r.config == TrainConfig(dataset=r.config.dataset,
+                                                                            variant=r.config.variant, seed=r.config.seed)}
 
 
 def test_ten_seeds_of_all_twelve_runs_ship_and_record_how_they_were_made(all_runs):
@@ -103,19 +103,39 @@ def test_the_schedule_study_ships_whole_small_and_recomputable():
         assert run.loss_history().shape == (10_000,)
 
 
-def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs(all_runs):
+def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs():
     """The Verdict page answers a fresh server from reference/cache (no pandas, no scipy on the
-    first render); it must be exactly what compare() gives on the shipped runs today."""
+    first render); it must be exactly what verdict_of() computes on every shipped run today."""
     import json
 
-    from dualscale.metrics import METRICS
-    from dualscale.paper import metrics_frame
-    from dualscale.stats import Verdicts, compare, runs_key
+    from dualscale.stats import CACHE_NAME, JUDGED, Verdicts, runs_key, verdict_of
 
-    judged = sorted((m for m, s in METRICS.items() if s.margin is not None), key=lambda m: m != "kl_divergence")
-    runs = list(all_runs.values())
-    shipped = REFERENCE / "reference" / "cache" / f"verdict-{runs_key(runs, judged)}.json"
+    runs = [r for r in Store(REFERENCE).runs() if r.is_reference]
+    key = runs_key(runs, JUDGED)
+    shipped = REFERENCE / "reference" / "cache" / f"{CACHE_NAME}-{key}.json"
     assert shipped.is_file(), "re-make the shipped verdict cache (README: The run store)"
-    fresh = json.loads(json.dumps(compare(metrics_frame(runs), judged).to_json()))
-    assert json.loads(shipped.read_text()) == fresh
-    assert Verdicts.from_json(fresh).comparisons == compare(metrics_frame(runs), judged).comparisons
+    kept = json.loads(shipped.read_text())
+    fresh = json.loads(json.dumps(verdict_of(runs).to_json()))
+    assert kept["key"] == key and kept["value"] == fresh
+    assert Verdicts.from_json(fresh).comparisons == verdict_of(runs).comparisons
+    assert [p.name for p in shipped.parent.iterdir()] == [shipped.name]  # no stale verdict ships beside it
+
+
+def test_the_evidence_ships_light_small_and_recomputable():
+    """checkpoints/evidence/: the seeds that settle the primary family (dino, seeds 10 and up, made
+    by `settle` or its runs): light, within 15 MB, each with its eval loss per timestep and the
+    machine it ran on, every metric recomputable from the float16 samples (a rotating sample)."""
+    from dualscale.metrics import METRICS
+
+    evidence = [r for r in Store(REFERENCE).runs() if r.path.parent.name == "evidence"]
+    assert evidence, "no evidence runs ship"
+    assert sum(p.stat().st_size for r in evidence for p in r.path.iterdir()) <= 15_000_000
+    for run in evidence:
+        assert run.config == TrainConfig(dataset=run.config.dataset, variant=run.config.variant, seed=run.config.seed)
+        assert run.config.seed >= 10 and run.light and run.made["samples"] == "float16" and run.made["half"]
+        assert run.made["machine"]["cpu"] and run.made["machine"]["flags"] and "--light" in run.made["command"]
+        assert run._arrays("arrays.npz")["eval_loss_by_t"].shape == (100,)
+    for run in sorted(evidence, key=lambda r: r.id)[::29]:
+        real, samples = make_dataset(run.config.dataset), run.samples()
+        for name in ("kl_divergence", "precision"):
+            assert METRICS[name].from_samples(real, samples) == pytest.approx(run.metrics[name], abs=1e-12), (run.id, name)
