@@ -2,8 +2,16 @@
 
 Importing the package is light (no torch, no scipy): the dashboard reads stored runs without
 them. Training entry points import torch on first use.
+
+OMP_WAIT_POLICY=PASSIVE (unless set): torch's OpenMP threads sleep instead of spinning while they
+wait. On a busy 2-core machine a two-thread run whose threads spun took 6x as long as one thread;
+passive, it is as fast as one (benchmarks/under_load.py). It must be set before torch loads
+libgomp, so here, before anything imports torch.
 """
-from .config import VARIANTS, TrainConfig
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from .config import VARIANTS, TrainConfig  # noqa: E402
 from .data import DATASETS, PAPER_DATASETS, make_dataset
 from .metrics import METRICS, kl_divergence
 from .paper import PAPER_TABLES

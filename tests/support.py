@@ -13,10 +13,10 @@ import signal
 import time
 from pathlib import Path
 
-import torch
-
-from dualscale import Store, TrainConfig
+from dualscale import Store, TrainConfig  # first: it sets torch's OpenMP wait policy before torch loads
 from dualscale.runs import run_config
+
+import torch  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 # The settings of every test run: a few seconds each on 2 CPU cores.
