@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -375,7 +376,7 @@ def cmd_verdict(a) -> int:
     unknown = [m for m in a.metrics or () if m not in METRICS]
     if unknown:
         raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
-    runs = store.runs()
+    runs, problems = store.scan()
     if a.by == "variant":
         verdicts = verdict_of(runs, store)  # the one verdict every page reads; --metrics picks what is shown
         if a.metrics:
@@ -385,13 +386,13 @@ def cmd_verdict(a) -> int:
     if a.json:
         print(json.dumps([c.to_json() for c in verdicts.comparisons]))
         return 0
-    print(verdict_table(verdicts))
-    for line in store.problems():
-        print(f"unreadable: {line}", file=sys.stderr)
+    print(verdict_table(verdicts, runs, problems))
+    for rid, why in problems.items():
+        print(f"unreadable: {rid}: {why}", file=sys.stderr)
     return 0
 
 
-def verdict_table(verdicts) -> str:
+def verdict_table(verdicts, runs=(), problems=None) -> str:
     """The comparisons as text: a section per family (the primary first) within each set of settings."""
     from .stats import ALPHA
 
@@ -417,8 +418,9 @@ def verdict_table(verdicts) -> str:
         lines.append("sequence interval: valid however often seeds are added (Lai's t-mixture, Bonferroni within the "
                      "family); projected: seeds at which it would decide if the true difference were the one "
                      "observed (/ half of it), the spread as observed")
-    for u in verdicts.unpaired:
-        lines.append(f"unpaired: {u.dataset}/{u.variant} seed {u.seed} has no {u.missing} run with the same settings")
+    from .sentences import unpaired_lines
+
+    lines += [f"unpaired: {line}" for line in unpaired_lines(verdicts.unpaired, runs, problems or {})]
     return "\n".join(lines)
 
 
@@ -452,27 +454,45 @@ def cmd_export(a) -> int:
     store, to = Store(a.store), Path(a.to)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
-    runs = [r for r in store.runs() if not r.is_reference and r.path.parent.resolve() != to.resolve()]
+    every, problems = store.scan()
+    runs = [r for r in every if not r.is_reference and r.path.parent.resolve() != to.resolve()]
+    written = 0
     for run in tqdm(runs, desc=f"export to {to}", unit="run", file=sys.stderr):
         if (to / run.id / "run.json").is_file():
             continue  # never re-write an unchanged run
-        store.save_light(run, root=to, made=made_of(run))
-    print(f"{len(runs)} runs in {to}")
+        try:
+            store.save_light(run, root=to, made=made_of(run))
+            written += 1
+        except StoreError as e:  # a damaged run is skipped and named; the rest are exported
+            tqdm.write(f"skipped: {run.id}: {str(e).splitlines()[0]}", file=sys.stderr)
+    for rid, why in problems.items():
+        print(f"unreadable, not exported: {rid}: {why}", file=sys.stderr)
+    shipped = len(every) - len(runs)
+    print(f"{written} of {len(runs)} local runs written to {to} (the rest were there already)"
+          + (f"; {shipped} shipped runs are not exported: they are light copies already" if shipped else ""))
     return 0
 
 
 def cmd_list(a) -> int:
+    from .config import settings_tag
+
     store = Store(a.store)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
+    for line in store.recover():
+        print(f"store: {line}", file=sys.stderr)
     loss, kl, train = METRICS["eval_loss"], METRICS["kl_divergence"], METRICS["training_time"]
-    for run in store.runs():
+    runs, problems = store.scan()
+    print(f"{'run':48s} {'where':9s} {'eval loss':>9s} {'KL':>7s} {'train s':>8s} {'device':6s} settings")
+    for run in runs:
         m = run.metrics
-        print(f"{run.id:48s} {'ref' if run.is_reference else 'local':5s} loss {loss.format(m['eval_loss'])} "
-              f"KL {kl.format(m['kl_divergence'])} train {train.format(m['training_time'])}s {m.get('device', '?')}")
-    for line in store.problems():
-        print(f"unreadable: {line}", file=sys.stderr)
-    for run in store.runs():
+        where = run.path.parent.name if run.is_reference else "local"
+        print(f"{run.id:48s} {where:9s} {loss.format(m['eval_loss']):>9s} {kl.format(m['kl_divergence']):>7s} "
+              f"{train.format(m['training_time']):>8s} {str(m.get('device', '?')):6s} "
+              f"{settings_tag(run.config) or 'reference'}")
+    for rid, why in problems.items():
+        print(f"unreadable: {rid}: {why}", file=sys.stderr)
+    for run in runs:
         try:
             run.verify()
         except StoreError as e:
@@ -509,6 +529,9 @@ def main(argv=None) -> int:
     except MemoryError:  # the estimate let it through, the machine did not: nothing was stored
         print("error: out of memory; lower steps, n_points or n_samples (nothing was stored)", file=sys.stderr)
         return EXIT_FAILED
+    except BrokenPipeError:  # `verdict --json | head`: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
+        return 0
     except OSError as e:  # a full disk, a vanished folder: the store's writes are atomic, nothing is half-written
         print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; nothing was stored",
               file=sys.stderr)

@@ -44,3 +44,33 @@ class Progress:
         """The JSON-line form, without the fields that are None."""
         fields = {k: v for k, v in self.__dict__.items() if v is not None}
         return {"event": PROGRESS, **fields}
+
+
+_NUMBER = (int, float)
+# What each event must carry, name -> type: a progress file line that does not fit is ignored.
+SCHEMA = {STARTED: {"time": _NUMBER, "pid": int},
+          PROGRESS: {"step": int, "total": int, "loss": _NUMBER, "lr": _NUMBER, "elapsed": _NUMBER},
+          EVALUATING: {}, PHASE: {"name": str, "index": int, "of": int},
+          DONE: {"run_id": str, "path": str}, FAILED: {"error": str}, CANCELLED: {}}
+
+
+def well_formed(event) -> bool:
+    """Whether a decoded progress line is an event a viewer can use (its keys and their types)."""
+    if not isinstance(event, dict) or event.get("event") not in SCHEMA:
+        return False
+    for key, kind in SCHEMA[event["event"]].items():
+        value = event.get(key)
+        if not isinstance(value, kind) or isinstance(value, bool):
+            return False
+    if event["event"] == PROGRESS:
+        alpha, preview = event.get("alpha"), event.get("preview")
+        if alpha is not None and not (isinstance(alpha, list) and all(_number(a) for a in alpha)):
+            return False
+        if preview is not None and not (isinstance(preview, list) and all(
+                isinstance(p, list) and len(p) == 2 and all(_number(v) for v in p) for p in preview)):
+            return False
+    return True
+
+
+def _number(v) -> bool:
+    return isinstance(v, _NUMBER) and not isinstance(v, bool)

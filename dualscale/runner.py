@@ -66,6 +66,7 @@ class JobStatus:
     phase: str | None = None      # the evaluation phase under way (state evaluating)
     phase_index: int = 0          # its 1-based place among events.PHASES
     started: float | None = None  # when this attempt began (its "started" stamp)
+    malformed: int = 0            # lines of the progress file that were not well-formed events (ignored)
 
     @property
     def fraction(self) -> float:
@@ -86,7 +87,7 @@ def _rate(progress: list[dict], window: int = 10) -> float | None:
     return (last["step"] - first["step"]) / dt if dt > 0 else None
 
 
-def summarize(run_id: str, evs: list[dict], alive: bool) -> JobStatus:
+def summarize(run_id: str, evs: list[dict], alive: bool, malformed: int = 0) -> JobStatus:
     """Fold a run's events into a JobStatus; `alive` says whether its worker still runs."""
     progress = [e for e in evs if e.get("event") == events.PROGRESS]
     final = next((e for e in reversed(evs) if e.get("event") in events.FINAL), None)
@@ -111,6 +112,7 @@ def summarize(run_id: str, evs: list[dict], alive: bool) -> JobStatus:
         metrics={k: v for k, v in final.items() if k != "event"} if final and final["event"] == events.DONE else None,
         phase=phases[-1]["name"] if phases else None, phase_index=int(phases[-1]["index"]) if phases else 0,
         started=evs[0].get("time") if evs and evs[0].get("event") == events.STARTED else None,
+        malformed=malformed,
     )
 
 
@@ -214,7 +216,8 @@ class Runner:
             return JobStatus(run_id, "queued")
         worker = self._workers.get(run_id)
         alive = run_id in self.running_ids()
-        status = summarize(run_id, self._current_events(run_id, worker), alive)
+        evs, bad = self._current_events(run_id, worker)
+        status = summarize(run_id, evs, alive, bad)
         if status.state != "unknown":
             return status
         if run_id in self._cancelled:  # stopped before its handler could record it (still starting up)
@@ -242,17 +245,17 @@ class Runner:
             line if code in (EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED) else
             f"run {run_id}: {self._death_note(w)}")
 
-    def _current_events(self, run_id: str, worker: _Worker | None) -> list[dict]:
-        """The run's events, unless they are an earlier attempt's: a new worker restarts the
-        file (with a "started" stamp) only once it runs, and until then the previous attempt's
-        end (done, failed) must not be shown as this attempt's."""
+    def _current_events(self, run_id: str, worker: _Worker | None) -> tuple[list[dict], int]:
+        """(the run's events, malformed lines), unless they are an earlier attempt's: a new worker
+        restarts the file (with a "started" stamp) only once it runs, and until then the previous
+        attempt's end (done, failed) must not be shown as this attempt's."""
         started = worker.started if worker else next(
             (a.get("started") for a in self.store.active() if a["run_id"] == run_id), None)
-        evs = self.store.progress(run_id)
+        evs, bad = self.store.progress_report(run_id)
         if started is None or not evs:
-            return evs
+            return evs, bad
         stamp = evs[0].get("time", 0) if evs[0].get("event") == events.STARTED else 0
-        return evs if stamp >= started else []
+        return (evs, bad) if stamp >= started else ([], 0)
 
     def _stored_metrics(self, run_id: str) -> dict | None:
         try:
@@ -276,7 +279,8 @@ class Runner:
         running = self.running_ids()
         out = []
         for path in files:
-            status = summarize(path.stem, self.store.progress(path.stem), path.stem in running)
+            evs, bad = self.store.progress_report(path.stem)
+            status = summarize(path.stem, evs, path.stem in running, bad)
             out.append(dataclasses.replace(status, state="stopped") if status.state == "unknown" else status)
         return out
 

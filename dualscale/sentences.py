@@ -81,3 +81,21 @@ def _projection(c: Comparison) -> str:
 
 def _join(items: list[str]) -> str:
     return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+
+
+def unpaired_lines(unpaired, runs, problems: dict[str, str]) -> list[str]:
+    """One line per run without a partner; where the partner's run exists but cannot be read,
+    name it as unreadable and say why (not as missing)."""
+    from .config import TrainConfig
+
+    configs = {r.id: r.config for r in runs}
+    out = []
+    for u in unpaired:
+        config = configs.get(u.run_id)
+        partner = TrainConfig(**{**config.to_dict(), "variant": u.missing}).run_id if config else None
+        if partner in problems:
+            out.append(f"{u.dataset}/{u.variant} seed {u.seed}: its {u.missing} run {partner} is unreadable: "
+                       f"{problems[partner]}")
+        else:
+            out.append(f"{u.dataset}/{u.variant} seed {u.seed} has no {u.missing} run with the same settings")
+    return out

@@ -7,12 +7,16 @@ object is ever unpickled. Shipped runs live in <root>/reference/ and are read li
 """
 from __future__ import annotations
 
+import ctypes
 import fcntl
 import hashlib
 import json
+import math
 import os
+import re
 import socket
 import shutil
+import stat
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -20,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import events
 from .config import TrainConfig
 
 FORMAT = "dualscale-run/1"
@@ -67,10 +72,15 @@ class Run:
         """Check every file run.json lists against its hash; a damaged or missing one is a StoreError
         that says how to get the run back."""
         for name, expected in self.files.items():
-            path = self.path / name
-            if not path.is_file() or _sha256(path) != expected:
-                raise StoreError(f"run {self.id}: {name} is {'missing' if not path.is_file() else 'damaged'} "
-                                 "(it does not match run.json); retrain it with --force")
+            try:
+                problem = None if _sha256(self.path / name) == expected else \
+                    f"{name} is damaged (it does not match run.json)"
+            except FileNotFoundError:
+                problem = f"{name} is missing"
+            except (OSError, StoreError) as e:
+                problem = _why(e)
+            if problem:
+                raise StoreError(f"run {self.id}: {problem}; retrain it with --force")
         return self
 
     def samples(self) -> np.ndarray:
@@ -129,45 +139,68 @@ class Store:
         settle the primary family)."""
         return ((self.root, False), *((self.root / name, True) for name in SHIPPED))
 
-    def _folders(self):
-        for base, ref in self._bases():
-            if base.is_dir():
-                for p in sorted(base.iterdir()):
-                    if (p / "run.json").is_file():
-                        yield p, ref
+    def scan(self) -> tuple[list["Run"], dict[str, str]]:
+        """Every readable finished run, and {run id: why} for every run folder that cannot be read.
 
-    def runs(self) -> list[Run]:
-        """Every readable finished run; unreadable ones are skipped (see problems())."""
-        out = []
-        for path, ref in self._folders():
-            try:
-                out.append(_open_run(path, ref))
-            except StoreError:
-                continue
-        return out
+        One id is one run: a local run hides a shipped run of the same id. Any failure to open one
+        run (a damaged or edited run.json, a folder the user cannot read, nesting too deep, a FIFO
+        in place of a file) makes that run unreadable and leaves the others alone."""
+        runs, problems, seen = [], {}, set()
+        for base, ref in self._bases():
+            for path in _run_folders(base, problems):
+                if path.name in seen:
+                    continue
+                try:
+                    run = _open_run(path, ref, self._manifest(base) if ref else None)
+                except Exception as e:  # noqa: BLE001 - any failure of one run is that run's, never the store's
+                    problems.setdefault(path.name, _why(e))
+                    continue
+                seen.add(path.name)
+                problems.pop(path.name, None)
+                runs.append(run)
+        return runs, problems
+
+    def runs(self) -> list["Run"]:
+        """Every readable finished run (one per id; see scan())."""
+        return self.scan()[0]
 
     def problems(self) -> list[str]:
-        """One line per run folder that cannot be read."""
-        out = []
-        for path, ref in self._folders():
+        """'<run id>: <why>' for each run folder that cannot be read."""
+        return [f"{rid}: {why}" for rid, why in self.scan()[1].items()]
+
+    def _manifest(self, base: Path) -> dict:
+        """A shipped folder's MANIFEST.json: {run id: SHA-256 of its run.json}, written when it shipped."""
+        cache = self.__dict__.setdefault("_manifests", {})
+        if base not in cache:
             try:
-                _open_run(path, ref)
-            except StoreError as e:
-                out.append(str(e))
-        return out
+                cache[base] = json.loads(_read_regular(base / "MANIFEST.json"))["runs"]
+            except (OSError, ValueError, KeyError, TypeError, StoreError):
+                cache[base] = {}
+        return cache[base]
 
-    def find(self, config: TrainConfig) -> Run | None:
-        """The stored run of exactly this config (local first, then shipped), or None."""
-        for base, ref in self._bases():
-            path = base / config.run_id
-            if (path / "run.json").is_file():
-                return _open_run(path, ref)
-        return None
+    def find(self, config: TrainConfig) -> "Run | None":
+        """The stored run of exactly this config (local first, then shipped), or None; an unreadable
+        one is a StoreError that says why."""
+        return self._open(config.run_id, missing_ok=True)
 
-    def get(self, run_id: str) -> Run:
+    def get(self, run_id: str) -> "Run":
+        return self._open(run_id, missing_ok=False)
+
+    def _open(self, run_id: str, missing_ok: bool):
         for base, ref in self._bases():
-            if (base / run_id / "run.json").is_file():
-                return _open_run(base / run_id, ref)
+            path = base / run_id
+            try:
+                present = path.is_dir()
+            except OSError as e:
+                raise StoreError(f"run {run_id} is unreadable: {_why(e)}")
+            if not present:
+                continue
+            try:
+                return _open_run(path, ref, self._manifest(base) if ref else None)
+            except Exception as e:  # noqa: BLE001
+                raise StoreError(f"run {run_id} is unreadable: {_why(e)}")
+        if missing_ok:
+            return None
         raise StoreError(f"no run {run_id!r} in {self.root}")
 
     # ---- writing -------------------------------------------------------------------------
@@ -179,6 +212,40 @@ class Store:
                 pass
         except OSError as e:
             raise StoreError(f"cannot write to store {self.root}: {e.strerror or e}")
+        self.recover()
+
+    def recover(self) -> list[str]:
+        """Finish or clear what a writer killed mid-save left in this store's folders: a complete
+        new run stranded in .tmp-<id>-... takes its place when no run of that id is there; an
+        incomplete one, and an old run moved aside (.trash-...) once its replacement is in place,
+        are removed. Folders of a run whose lock is held (a live writer) are left alone. Returns
+        one line per action."""
+        done = []
+        for base in (self.root, *(self.root / n for n in SHIPPED)):
+            try:
+                strays = [p for p in base.iterdir() if p.name.startswith((".tmp-", ".trash-")) and p.is_dir()]
+            except OSError:
+                continue
+            for stray in strays:
+                done += self._recover_one(base, stray)
+        return done
+
+    def _recover_one(self, base: Path, stray: Path) -> list[str]:
+        inside = [stray] if stray.name.startswith(".tmp-") else [p for p in stray.iterdir() if p.is_dir()]
+        rid = stray.name[5:].rsplit("-", 1)[0] if stray.name.startswith(".tmp-") else (inside[0].name if inside else "")
+        if rid and lock_held(self.root / "locks" / f"{rid}.json"):
+            return []  # a live writer
+        final, out = base / rid, []
+        for run_dir in inside:
+            try:
+                complete = not final.exists() and _open_run(run_dir, base != self.root, name=rid).verify() is not None
+            except Exception:  # noqa: BLE001 - incomplete or damaged: nothing to keep
+                complete = False
+            if complete:
+                os.replace(run_dir, final)
+                out.append(f"recovered {rid} from {stray.name}")
+        shutil.rmtree(stray, ignore_errors=True)
+        return out + [f"removed {stray.name}"]
 
     def save(self, config: TrainConfig, weights: dict[str, dict[str, "torch.Tensor"]] | None, metrics: dict,
              arrays: dict[str, np.ndarray], half: bool = False, made: dict | None = None,
@@ -203,13 +270,17 @@ class Store:
             meta = {"format": FORMAT, "id": config.run_id, "config": config.to_dict(),
                     "metrics": metrics, "made": made or {}, "created": time.time() if created is None else created,
                     "files": {name: _sha256(tmp / name) for name in files}}
-            _write_json(tmp / "run.json", meta)
+            _write_json(tmp / "run.json", {**meta, "digest": _digest(meta)})
             final = root / config.run_id
-            if final.exists():  # --force / retrain: move the old run aside, then swap
+            if not final.exists():
+                os.replace(tmp, final)
+            elif _exchange(tmp, final):  # --force / retrain: swap the two folders in one step
+                shutil.rmtree(tmp, ignore_errors=True)  # it now holds the old run
+            else:  # no atomic swap here: move the old aside, the new in (recover() finishes a kill between)
                 trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
                 os.replace(final, trash / final.name)
+                os.replace(tmp, final)
                 shutil.rmtree(trash, ignore_errors=True)
-            os.replace(tmp, final)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
@@ -228,10 +299,11 @@ class Store:
         """Add or replace metrics (and the record of how it was made) in a stored run's run.json
         (atomically; the arrays stay as they are)."""
         meta = _read_json(run.path / "run.json")
+        meta.pop("digest", None)
         meta["metrics"] = {**meta["metrics"], **metrics}
         if made is not None:
             meta["made"] = made
-        _write_json(run.path / "run.json", meta)
+        _write_json(run.path / "run.json", {**meta, "digest": _digest(meta)})
         return _open_run(run.path, run.is_reference)
 
     def cached(self, name: str, key: str, compute, check=None):
@@ -259,6 +331,15 @@ class Store:
         except OSError:
             pass
         return value
+
+    def write_manifest(self, folder: str) -> Path:
+        """<root>/<folder>/MANIFEST.json: the SHA-256 of every run.json there, so that a shipped run
+        written before runs carried their own digest still shows an edit."""
+        base = self.root / folder
+        runs = {p.name: hashlib.sha256(_read_regular(p / "run.json")).hexdigest()
+                for p in sorted(base.iterdir()) if RUN_NAME.match(p.name) and (p / "run.json").is_file()}
+        _write_json(base / "MANIFEST.json", {"runs": runs})
+        return base / "MANIFEST.json"
 
     def write_text(self, relpath: str, text: str) -> Path:
         """Atomically write a text file under the root (tables)."""
@@ -295,18 +376,30 @@ class Store:
         _write_no_follow(self.progress_path(run_id), json.dumps(event) + "\n", os.O_APPEND)
 
     def progress(self, run_id: str) -> list[dict]:
-        """The progress events of the latest attempt at this run (a torn last line is dropped)."""
+        """The progress events of the latest attempt at this run (a torn or malformed line is dropped)."""
+        return self.progress_report(run_id)[0]
+
+    def progress_report(self, run_id: str) -> tuple[list[dict], int]:
+        """(events, malformed lines): lines that are not UTF-8, not JSON, or not a well-formed event
+        (events.well_formed) are skipped and counted, never passed on."""
         try:
-            lines = self.progress_path(run_id).read_text().splitlines()
-        except OSError:
-            return []
-        events = []
-        for line in lines:
-            try:
-                events.append(json.loads(line))
-            except json.JSONDecodeError:
+            raw = _read_regular(self.progress_path(run_id))
+        except (OSError, StoreError):
+            return [], 0
+        out, bad = [], 0
+        lines = raw.split(b"\n")
+        for i, line in enumerate(lines):
+            if not line.strip():
                 continue
-        return events
+            try:
+                event = json.loads(line.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+                event = None
+            if events.well_formed(event):
+                out.append(event)
+            elif i < len(lines) - 1:  # the last line may be one a live writer is still writing
+                bad += 1
+        return out, bad
 
 
 class RunLock:
@@ -396,23 +489,77 @@ def _same_file(fd: int, path: Path) -> bool:
 
 
 # ---- helpers -------------------------------------------------------------------------------
-def _open_run(path: Path, is_reference: bool) -> Run:
-    meta = _read_json(path / "run.json")
+RUN_NAME = re.compile(r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*-(baseline|fixed|adaptive)-s[0-9]+-[0-9a-f]{12}$")
+
+
+def _run_folders(base: Path, problems: dict):
+    """The run folders directly under base: those holding a run.json, or named like a run (an
+    unreadable one is still a run, and is reported)."""
+    try:
+        entries = sorted(base.iterdir())
+    except FileNotFoundError:
+        return
+    except OSError as e:
+        problems[base.name] = f"the folder {base} cannot be listed: {_why(e)}"
+        return
+    for p in entries:
+        if p.name.startswith("."):
+            continue
+        try:
+            if (p / "run.json").exists() or (RUN_NAME.match(p.name) and p.is_dir()):
+                yield p
+        except OSError as e:
+            if RUN_NAME.match(p.name):
+                problems[p.name] = _why(e)
+
+
+def _why(e: BaseException) -> str:
+    """Why a run cannot be read, in one line."""
+    if isinstance(e, RecursionError):
+        return "run.json is nested too deeply to be a run"
+    if isinstance(e, PermissionError):
+        return f"not readable by this user ({e.filename or 'permission denied'})"
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}" + (f" ({Path(e.filename).name})" if e.filename else "")
+    text = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+    return text
+
+
+def _open_run(path: Path, is_reference: bool, manifest: dict | None = None, name: str | None = None) -> Run:
+    """Open one run folder; a StoreError (or any error: the caller names the run) if it is not a
+    valid, unedited run. name: the run id the folder must hold (default: the folder's name)."""
+    raw = _read_regular(path / "run.json")
+    try:
+        meta = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise StoreError(f"run.json is not valid JSON ({e.__class__.__name__}); delete the folder to retrain")
     if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-        raise StoreError(f"{path}: not a dualscale run (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+        raise StoreError(f"not a dualscale run (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    # An edit in place is caught by the digest run.json carries (runs written since it exists), or
+    # for shipped runs written before by their folder's MANIFEST.json.
+    if "digest" in meta:
+        if meta["digest"] != _digest({k: v for k, v in meta.items() if k != "digest"}):
+            raise StoreError("run.json was edited after it was written (its digest does not match its content); "
+                             "retrain it with --force")
+    elif manifest and path.name in manifest and hashlib.sha256(raw).hexdigest() != manifest[path.name]:
+        raise StoreError("run.json was edited after it shipped (it does not match MANIFEST.json); "
+                         "restore it with `git checkout`")
     try:
         config = TrainConfig.from_dict(meta["config"])
         metrics = _checked_metrics(meta["metrics"])
         files = meta["files"]
         if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
             raise ValueError("its file hashes are not a table of strings")
+        created = meta.get("created", 0)
+        if isinstance(created, bool) or not isinstance(created, (int, float)) or not math.isfinite(created):
+            raise ValueError(f"its 'created' is {created!r}, not a time")
     except (KeyError, TypeError, ValueError) as e:
-        raise StoreError(f"{path}: broken run.json ({str(e).splitlines()[0] if str(e) else repr(e)}); "
+        raise StoreError(f"broken run.json ({str(e).splitlines()[0] if str(e) else repr(e)}); "
                          "delete the folder to retrain")
-    if config.run_id != path.name or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
-        raise StoreError(f"{path}: folder name and config disagree; the run was moved or edited")
+    if config.run_id != (name or path.name) or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
+        raise StoreError("folder name and config disagree; the run was moved or edited")
     made = meta.get("made") if isinstance(meta.get("made"), dict) else {}
-    return Run(config.run_id, config, metrics, path, is_reference, float(meta.get("created", 0)), made, dict(files))
+    return Run(config.run_id, config, metrics, path, is_reference, float(created), made, dict(files))
 
 
 def _checked_metrics(metrics) -> dict:
@@ -436,9 +583,27 @@ def _checked_metrics(metrics) -> dict:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        return json.loads(_read_regular(path))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
         raise StoreError(f"{path}: unreadable ({e.__class__.__name__}); delete the folder to retrain")
+
+
+def _open_regular(path: Path):
+    """A binary file object of `path` if it is a regular file; a FIFO, device or folder in its place
+    is a StoreError at once (opened non-blocking: a FIFO never hangs the reader)."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise StoreError(f"{path.name} is not a regular file")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _read_regular(path: Path) -> bytes:
+    with _open_regular(path) as f:
+        return f.read()
 
 
 def _load_npz(path: Path, expected_sha: str) -> dict[str, np.ndarray]:
@@ -472,10 +637,20 @@ def _read_lock(path: Path) -> dict | None:
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with _open_regular(path) as f:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two folders atomically (Linux renameat2 RENAME_EXCHANGE); False where the system cannot."""
+    try:
+        renameat2 = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
 
 
 def _digest(value) -> str:

@@ -7,13 +7,24 @@ from pathlib import Path
 
 import pytest
 
-from support import ROOT, build_store
+from support import ROOT, build_store, damaged_store
 
 
 @pytest.fixture(scope="session")
 def small_store(tmp_path_factory) -> Path:
     """A read-only store of support.RUNS, trained once per test session (about 15 s on 2 cores)."""
     return build_store(tmp_path_factory.mktemp("small_store"))
+
+
+@pytest.fixture(scope="session")
+def damaged(small_store, tmp_path_factory):
+    """(root, {kind: run id}): the small store plus one run of each kind of damage (support.damaged_store)."""
+    import os
+
+    root = tmp_path_factory.mktemp("damaged") / "store"
+    kinds = damaged_store(small_store, root)
+    yield root, kinds
+    os.chmod(root / kinds["unreadable"], 0o755)  # so that pytest can clean it up
 
 
 @pytest.fixture(scope="session")

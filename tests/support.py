@@ -63,3 +63,72 @@ def stop_workers(root: Path, timeout: float = 10.0) -> None:
     deadline = time.time() + timeout
     while Store(root).active() and time.time() < deadline:
         time.sleep(0.2)
+
+
+# ---- a store with one run of each kind of damage (issue 20) ----------------------------------
+DAMAGED_SEEDS = {"created null": 100, "created list": 101, "created text": 102, "nested": 103, "edited": 104,
+                 "fifo": 105, "unreadable": 106, "stranded": 107}
+
+
+def damaged_store(src: Path, dst: Path) -> dict:
+    """A copy of the small store plus, beside its good runs, one run of each kind of damage (copies of
+    moons/baseline/s0 under other seeds): run.json with a 'created' of null, [1] or 'yesterday'
+    (written as a faulty writer would, digest and all), nesting 30,000 deep, a metric edited in
+    place, a FIFO in place of arrays.npz, a folder its user cannot read (mode 000: binds a user
+    other than root), a complete run stranded in .tmp-... by a kill mid-replace, a shipped copy
+    of a local run (one id, two folders) and a malformed progress file. Returns {kind: run id}."""
+    import json as _json
+
+    from dualscale.store import _digest
+
+    root = copy_store(src, dst)
+    good = Store(root).find(small_config("moons", "baseline", 0))
+    out = {}
+
+    def clone(kind: str, edit=None, where: Path | None = None) -> Path:
+        cfg = small_config("moons", "baseline", DAMAGED_SEEDS[kind])
+        path = (where or root) / cfg.run_id
+        shutil.copytree(good.path, path)
+        meta = _json.loads((path / "run.json").read_text())
+        meta.pop("digest", None)
+        meta.update(config=cfg.to_dict(), id=cfg.run_id)
+        if edit:
+            edit(meta)
+        (path / "run.json").write_text(_json.dumps({**meta, "digest": _digest(meta)}))
+        out[kind] = cfg.run_id
+        return path
+
+    clone("created null", lambda m: m.update(created=None))
+    clone("created list", lambda m: m.update(created=[1]))
+    clone("created text", lambda m: m.update(created="yesterday"))
+    (clone("nested") / "run.json").write_text("[" * 30_000 + "]" * 30_000)
+    edited = clone("edited")
+    meta = _json.loads((edited / "run.json").read_text())
+    meta["metrics"]["kl_divergence"] = 0.0001  # in place, digest unchanged
+    (edited / "run.json").write_text(_json.dumps(meta))
+    fifo = clone("fifo")
+    (fifo / "arrays.npz").unlink()
+    os.mkfifo(fifo / "arrays.npz")
+    os.chmod(clone("unreadable"), 0)
+    stranded = clone("stranded")
+    os.replace(stranded, root / f".tmp-{out['stranded']}-k1ll3d")
+    (root / "reference").mkdir(exist_ok=True)
+    shutil.copytree(good.path, root / "reference" / good.id)  # a local run of a shipped id
+    out["duplicate"] = good.id
+    progress = Store(root).progress_path(out["created text"])
+    progress.parent.mkdir(exist_ok=True)
+    progress.write_bytes(b'{"event": "started", "time": 1.0, "pid": 1}\n[1, 2]\n{"event": "progress"}\n'
+                         b'\xff\xfe not utf-8\n{"event": "progress", "step": "3", "total": 9, "loss": 1, "lr": 1, '
+                         b'"elapsed": 1}\n{"event": "progress", "step": 3, "total": 9, "loss": 0.5, "lr": 0.1, "elapsed": 2.0}\n')
+    return out
+
+
+def write_run_json(run_dir: Path, meta: dict) -> None:
+    """Write run.json with a digest that matches (as a faulty or older writer would): the edit is then
+    judged on its content, not caught as an edit in place."""
+    import json as _json
+
+    from dualscale.store import _digest
+
+    meta = {k: v for k, v in meta.items() if k != "digest"}
+    (Path(run_dir) / "run.json").write_text(_json.dumps({**meta, "digest": _digest(meta)}))

@@ -1,6 +1,6 @@
 """Train: start a run for the sidebar's selection and watch every run in progress, live.
 
-Training happens in a worker process (dualscale.jobs), never in this script, so it goes on when
+Training happens in a worker process (dualscale.runner), never in this script, so it goes on when
 the user switches page or reloads; this page only starts, polls and cancels.
 """
 from __future__ import annotations
@@ -89,6 +89,9 @@ def live_run(status: JobStatus, info: dict) -> None:
         cols[1].metric("ETA", fmt_seconds(status.eta_s))
         cols[2].metric("loss", f"{status.losses[-1]:.4f}" if status.losses else "–")
         cols[3].metric("elapsed", fmt_seconds(status.elapsed))
+        if status.malformed:
+            st.caption(f":material/warning: {status.malformed} malformed lines in this run's progress file were "
+                       "ignored.")
         live_charts(status, c.get("dataset"), c.get("variant", "samples"))
 
 

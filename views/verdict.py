@@ -8,7 +8,7 @@ import streamlit as st
 from dualscale import METRICS
 from dualscale.forest import forest, sequence_path
 from dualscale.metrics import floor
-from dualscale.sentences import dataset_sentence, diff_text, headline, word
+from dualscale.sentences import dataset_sentence, diff_text, headline, unpaired_lines, word
 from dualscale.stats import ALPHA, JUDGED, PAIRS, UNDECIDED
 from views import common, seeds
 
@@ -83,7 +83,7 @@ mine = common.settings_comparisons(verdicts, sel.settings)
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
            "and seed is used).")
 for problem in common.store().problems():
-    st.warning(problem.splitlines()[0])
+    st.warning(f"Unreadable: {problem}")
 if not mine:
     st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants.")
     seeds.panel(sel, [])
@@ -100,10 +100,10 @@ for d in dict.fromkeys(c.dataset for c in mine):
     st.markdown(dataset_sentence(d, mine, a, b))
 
 evidence(shown, a, b)
-unpaired = [u for u in verdicts.unpaired]
-if unpaired:
-    with st.expander(f"{len(unpaired)} runs without a partner (not in any comparison)"):
-        st.dataframe(pd.DataFrame([u.__dict__ for u in unpaired]), hide_index=True)
+if verdicts.unpaired:
+    runs_now, problems = common.store().scan()
+    with st.expander(f"{len(verdicts.unpaired)} runs without a partner (not in any comparison)"):
+        st.markdown("\n".join(f"- {line}" for line in unpaired_lines(verdicts.unpaired, runs_now, problems)))
 st.download_button("Download the verdict as CSV (one row per comparison)",
                    pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]).to_csv(index=False),
                    file_name="dualscale-verdict.csv", mime="text/csv", icon=":material/download:")

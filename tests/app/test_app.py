@@ -1,6 +1,6 @@
 """The dashboard through streamlit's AppTest: every page, against a small real store.
 
-Also the two dashboard library modules it stands on: dualscale.jobs (background runs, with real
+Also the two dashboard library modules it stands on: dualscale.runner (background runs, with real
 worker processes) and dualscale.plots (tables and figures).
 """
 from __future__ import annotations
@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers
+from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers, write_run_json
 from dualscale import METRICS, PAPER_TABLES, Store, TrainConfig
 from dualscale.config import training_settings
 from dualscale.paper import table
@@ -373,7 +373,7 @@ def test_a_run_with_a_malformed_metric_is_one_line_and_the_pages_still_draw(stor
     run = Store(root).find(small_config("moons", "fixed", 0))
     meta = json.loads((run.path / "run.json").read_text())
     meta["metrics"]["kl_divergence"] = "oops"
-    (run.path / "run.json").write_text(json.dumps(meta))
+    write_run_json(run.path, meta)
     monkeypatch.setenv("DUALSCALE_STORE", str(root))
     at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
     use_small_settings(at)
@@ -385,6 +385,26 @@ def test_a_run_with_a_malformed_metric_is_one_line_and_the_pages_still_draw(stor
 
 
 # ------------------------------------------------------------------------------- alpha(t)
+
+def test_every_page_draws_the_good_runs_of_a_damaged_store(damaged, monkeypatch):
+    """One run of each kind of damage (support.damaged_store) beside the good ones: every page draws,
+    each unreadable run is a one-line warning, nothing is counted twice."""
+    root, kinds = damaged
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    at = use_small_settings(AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run())
+    select(at, dataset="moons", variant="baseline", seed=0)
+    for name in ("verdict", "results", "train", "samples", "alpha", "schedules"):
+        page(at, name)
+    page(at, "results")
+    warnings = texts(at.warning)
+    for kind in ("created null", "nested", "edited"):
+        assert kinds[kind] in warnings
+    ids = list(at.dataframe[3].value.run_id)  # "All runs"
+    assert len(ids) == len(set(ids)) and kinds["duplicate"] in ids
+    select(at, seed=105)  # the run whose arrays.npz is a FIFO: a warning, not a hang
+    page(at, "samples")
+    assert "not a regular file" in texts(at.warning)
+
 
 def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
     use_small_settings(app)
@@ -571,8 +591,10 @@ def test_schedules_page_draws_schedules_the_start_cost_and_the_study(store_root,
     bars = figure(at, 1)["data"]
     assert [b["x"] for b in bars] == [["linear (2 seeds)", "cosine (2 seeds)"]] * 2  # from N(0, I), from q(x_T)
     assert all(np.isfinite(values(b["y"]).astype(float)).all() for b in bars)
-    assert "**moons** (2 seeds): " in texts(at.markdown)
-    assert figure(at, 2)["data"][0]["y"] == ["moons"]
+    assert "**moons**, cosine − linear (2 seeds): " in texts(at.markdown)
+    forest = figure(at, 2)
+    assert [a["text"] for a in forest["layout"]["annotations"]][0] == "KL Divergence (lower is better)"
+    assert "moons" in forest["data"][0]["hovertemplate"] and "schedules: kl_divergence" in forest["data"][0]["hovertemplate"]
     assert at.get("button_group")[0].value == "cosine − linear"
 
 

@@ -8,6 +8,7 @@ from dualscale import Store, TrainConfig
 from dualscale.record import lighten
 from dualscale.runs import rescore, run_config
 from dualscale.stack_sweep import run_stacks
+from support import write_run_json
 
 TINY = dict(steps=120, n_points=2000, n_samples=500)
 
@@ -62,7 +63,7 @@ def test_rescore_draws_the_oracle_start_the_run_drew(tmp_path):
     run = store.find(config)
     meta = json.loads((run.path / "run.json").read_text())
     recorded = meta["metrics"].pop("kl_oracle_start")
-    (run.path / "run.json").write_text(json.dumps(meta))
+    write_run_json(run.path, meta)
     assert [v for _, v in rescore(store)] == [{"kl_oracle_start": recorded}]
 
 

@@ -139,3 +139,17 @@ def test_the_evidence_ships_light_small_and_recomputable():
         real, samples = make_dataset(run.config.dataset), run.samples()
         for name in ("kl_divergence", "precision"):
             assert METRICS[name].from_samples(real, samples) == pytest.approx(run.metrics[name], abs=1e-12), (run.id, name)
+
+
+def test_every_shipped_run_json_is_covered_by_its_manifest_or_its_digest():
+    """An edit in place of a shipped run.json shows: each is listed (with its SHA-256) in its folder's
+    MANIFEST.json or carries its own digest."""
+    import hashlib
+    import json
+
+    for folder in ("reference", "study", "evidence"):
+        manifest = json.loads((REFERENCE / folder / "MANIFEST.json").read_text())["runs"]
+        for run_json in sorted((REFERENCE / folder).glob("*/run.json")):
+            raw = run_json.read_bytes()
+            assert "digest" in json.loads(raw) or manifest.get(run_json.parent.name) == hashlib.sha256(raw).hexdigest(), \
+                run_json

@@ -14,7 +14,7 @@ import torch
 from dualscale import RunInProgress, Store, StoreError, TrainConfig, run_config
 from dualscale.system import resolve_device
 from dualscale.train import TrainingFailed, fit, train
-from support import ROOT
+from support import ROOT, write_run_json
 SMALL = dict(steps=200, n_points=4096, n_samples=1000)
 
 
@@ -184,7 +184,8 @@ def test_corrupt_and_foreign_runs_are_reported(adaptive_run, store, tmp_path):
     with pytest.raises(StoreError, match="corrupt or truncated"):
         bad.get(run.id).load_model()
     (tmp_path / run.id / "run.json").write_text("{not json")
-    assert bad.runs() == [] and "unreadable" in bad.problems()[0]
+    assert bad.runs() == [] and bad.problems()[0] == f"{run.id}: run.json is not valid JSON (JSONDecodeError); " \
+        "delete the folder to retrain"
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "run.json").write_text(json.dumps({"format": "someone-else/9"}))
     assert any("not a dualscale run" in p for p in bad.problems())
@@ -202,7 +203,7 @@ def test_pickled_arrays_are_refused(adaptive_run, store, tmp_path):
     np.savez(arrays, samples=np.array([{"evil": 1}], dtype=object))
     meta = json.loads((tmp_path / run.id / "run.json").read_text())
     meta["files"]["arrays.npz"] = _sha256(arrays)
-    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    write_run_json(tmp_path / run.id, meta)
     with pytest.raises(StoreError, match="unreadable"):
         Store(tmp_path).get(run.id).samples()
 
@@ -433,7 +434,7 @@ def test_rescore_fills_missing_metrics_from_stored_samples(adaptive_run, store, 
     shutil.copytree(run.path, tmp_path / run.id)
     meta = json.loads((tmp_path / run.id / "run.json").read_text())
     del meta["metrics"]["recall"]  # as a run stored before the metric existed
-    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    write_run_json(tmp_path / run.id, meta)
     done = list(rescore(Store(tmp_path)))
     assert [list(values) for _, values in done] == [["recall"]]
     assert Store(tmp_path).get(run.id).metrics["recall"] == run.metrics["recall"] == recall(
@@ -472,15 +473,26 @@ def test_damaged_or_malformed_runs_are_one_line_and_the_rest_still_show(cli, ada
     assert len(again.stderr.strip().splitlines()) == 1
     arrays.unlink()  # deleted: the same
     assert "arrays.npz is missing" in cli("list", store=tmp_path).stderr
-    # a metric that is not a number: that run is one line, every other run still lists
+    # an edit in place (no new digest): caught as an edit
     meta = json.loads((tmp_path / run.id / "run.json").read_text())
-    meta["metrics"]["kl_divergence"] = "0.3"
+    meta["metrics"]["kl_divergence"] = 0.0001
     (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    assert f"unreadable: {run.id}: run.json was edited after it was written" in cli("list", store=tmp_path).stderr
+    # a metric that is not a number, written with its digest (a faulty writer): that run is one
+    # line, every other run still lists
+    from dualscale.store import _digest
+
+    def write(meta):
+        meta.pop("digest", None)
+        (tmp_path / run.id / "run.json").write_text(json.dumps({**meta, "digest": _digest(meta)}))
+
+    meta["metrics"]["kl_divergence"] = "0.3"
+    write(meta)
     listed = cli("list", store=tmp_path)
     assert listed.returncode == 0 and other.run_id in listed.stdout and run.id not in listed.stdout
     assert "metric 'kl_divergence' is '0.3', not a finite number" in listed.stderr
     del meta["metrics"]["eval_loss"]
-    (tmp_path / run.id / "run.json").write_text(json.dumps(meta))
+    write(meta)
     assert "metric 'eval_loss' is missing" in cli("list", store=tmp_path).stderr
 
 
