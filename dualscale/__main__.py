@@ -26,6 +26,7 @@ from .system import DEVICES, resolve_device
 
 STARTED = time.perf_counter()  # the wall-time summary of a stacked sweep counts from here
 TYPES = {"int": int, "float": float, "str": str}
+MAX_THREADS, MAX_JOBS = 1024, 256  # beyond these a number is a typo, not a machine
 SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
 
 
@@ -143,6 +144,8 @@ def parser() -> argparse.ArgumentParser:
     rs = sub.add_parser("rescore", help="compute the metrics stored runs lack: sample metrics from their stored "
                         "samples, start_mismatch from the data, kl_oracle_start from their weights")
     rs.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
+    rs.add_argument("--check", action="store_true", help="recompute every metric each run can be scored on "
+                    "again and report those that differ from the stored value (writes nothing)")
     ex = sub.add_parser("export", help="light copies of a store's runs (samples, alpha(t), loss history, metrics, "
                         "how each was made; no weights, no trajectory) into another folder")
     ex.add_argument("--store", default="checkpoints", help="where the runs are (default: %(default)s)")
@@ -191,8 +194,8 @@ def cmd_train(a) -> int:
         raise ValueError(f"--previews must be in 0..{config.steps} (the steps), got {a.previews}")
     resolve_device(a.device)  # every check before the first bar is drawn
     if a.threads is not None:
-        if a.threads < 1:
-            raise ValueError(f"--threads must be >= 1, got {a.threads}")
+        if not 1 <= a.threads <= MAX_THREADS:
+            raise ValueError(f"--threads must be in 1..{MAX_THREADS}, got {a.threads}")
         import torch
 
         torch.set_num_threads(a.threads)
@@ -293,8 +296,8 @@ def engine(a, store: Store):
 
     device = resolve_device(a.device)
     jobs = default_jobs(str(device)) if a.jobs is None else a.jobs
-    if jobs < 1:
-        raise ValueError(f"--jobs must be >= 1, got {jobs}")
+    if not 1 <= jobs <= MAX_JOBS:
+        raise ValueError(f"--jobs must be in 1..{MAX_JOBS}, got {jobs} (a sweep never starts more workers than runs)")
     store.check_writable()
     stack = (device.type == "cuda" and not a.cluster) if a.stack is None else a.stack
     if stack and a.cluster:
@@ -439,12 +442,26 @@ def _verdict_line(c) -> str:
 
 
 def cmd_rescore(a) -> int:
-    from .runs import rescore
+    from .runs import check, rescore
 
     store = Store(a.store)
+    if not store.root.is_dir():
+        raise StoreError(f"no run store at {store.root}")
+    if a.check:
+        runs, differ = store.runs(), 0
+        for run, diffs in tqdm(check(store, runs), total=len(runs), desc="check", unit="run", file=sys.stderr):
+            for m, (stored, fresh) in diffs.items():
+                differ += 1
+                tqdm.write(f"differs: {run.id} {m}: stored {stored!r}, recomputed {fresh!r}")
+        print(f"{len(runs)} runs checked: {differ} stored metric(s) differ from a recomputation")
+        return 1 if differ else 0
     store.check_writable()
+    done = 0
     for run, values in rescore(store):
+        done += 1
         print(f"{run.id}: " + ", ".join(f"{k} {METRICS[k].format(v)}" for k, v in values.items()))
+    if not done:
+        print("nothing to rescore: every run has every metric it can be given")
     return 0
 
 
@@ -508,6 +525,7 @@ def main(argv=None) -> int:
     a.argv = argv
     signal.signal(signal.SIGTERM, on_sigterm)
     from .runner import RunFailed
+    from .sweeps import SweepLost
 
     try:
         return {"train": cmd_train, "reproduce": cmd_reproduce, "settle": cmd_settle, "verdict": cmd_verdict,
@@ -520,7 +538,7 @@ def main(argv=None) -> int:
     except RunInProgress as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_LOCKED
-    except (TrainingFailed, RunFailed) as e:
+    except (TrainingFailed, RunFailed, SweepLost) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, StoreError) as e:

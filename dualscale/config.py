@@ -26,6 +26,7 @@ SELECTION = ("dataset", "variant", "seed")  # what a sweep varies; the rest are 
 # run stored before them keeps its id (and its folder).
 LATER = ("beta_end", "prediction", "compute_precision")
 PRECISIONS = ("fp32", "tf32", "bf16")
+PER_BATCH_ELEMENT = 14_336  # bytes a training step holds per batch element (measured 13.3 KB, dual-scale)
 
 
 def setting(default, label: str, help: str, *, choices=None, low=None, high=None, low_open=False,
@@ -100,9 +101,11 @@ class TrainConfig:
 
     def memory_estimate(self) -> int:
         """Bytes this run needs at its peak, roughly: the loss history (device + host copies), the
-        training points with their kNN trees and distances, the samples with the metrics' trees,
-        the reverse-process trajectory, and ~0.5 GB for torch itself."""
-        return int(12 * self.steps + 96 * self.n_points + 96 * self.n_samples
+        training points with their kNN trees and distances, a training step's activations and
+        gradients (measured: peak RSS grows by 13.3 KB per batch element for the dual-scale models,
+        6 KB for the baseline), the samples with the metrics' trees, the reverse-process trajectory,
+        and ~0.5 GB for torch itself."""
+        return int(12 * self.steps + 96 * self.n_points + PER_BATCH_ELEMENT * self.batch_size + 96 * self.n_samples
                    + 8 * 1000 * (self.timesteps + 1) + 5e8)
 
     def check_resources(self, memory: int | None = None) -> "TrainConfig":
@@ -111,7 +114,7 @@ class TrainConfig:
         need = self.memory_estimate()
         if need > memory // 2:
             big = max(("steps", 12 * self.steps), ("n_points", 96 * self.n_points), ("n_samples", 96 * self.n_samples),
-                      key=lambda kv: kv[1])[0]
+                      ("batch_size", PER_BATCH_ELEMENT * self.batch_size), key=lambda kv: kv[1])[0]
             raise ValueError(f"this run needs about {need / 2**30:.1f} GiB of memory, more than half of this "
                              f"machine's {memory / 2**30:.1f} GiB; lower {big} ({getattr(self, big):,})")
         return self
@@ -139,6 +142,8 @@ class TrainConfig:
             return cls.from_dict(json.loads(text))
         except json.JSONDecodeError as e:
             raise ValueError(f"the config is not valid JSON ({e.msg} at character {e.pos})")
+        except RecursionError:
+            raise ValueError("the config is nested too deeply to be a config (a JSON object of settings)")
 
     @property
     def run_id(self) -> str:

@@ -154,6 +154,7 @@ class Runner:
         self._queue: list[tuple[TrainConfig, bool]] = []
         self._cancelled: set[str] = set()  # runs whose worker we asked to stop
         self._lock = threading.RLock()
+        self.note: str | None = None  # a line about how it was set up (a bad DUALSCALE_WORKERS), for the page
 
     # ---- starting ------------------------------------------------------------------------
     def submit(self, cfg: TrainConfig, force: bool = False) -> str:

@@ -137,6 +137,30 @@ def rescore(store: Store, metrics=None, runs=None):
         yield store.update_metrics(run, values), values
 
 
+def check(store: Store, runs=None):
+    """Recompute every metric a stored run can be scored on again, and compare with what it records.
+    Yields (run, {metric: (stored, recomputed)}) for each run, differences only (exact comparison:
+    the same samples and data give the same numbers). Sample metrics and start_mismatch for every
+    run; kl_oracle_start for runs with weights (its stream depends on the run alone)."""
+    from .evaluate import oracle_generator, oracle_samples
+    from .metrics import METRICS, data_cloud, kl_divergence, start_mismatch
+    from .train import make_schedule
+
+    for run in (store.runs() if runs is None else runs):
+        data = data_cloud(run.config.dataset, run.config.n_points)
+        samples = run.samples()
+        fresh = {m: spec.from_samples(data, samples) for m, spec in METRICS.items()
+                 if spec.from_samples is not None and m in run.metrics}
+        schedule = make_schedule(run.config)
+        if "start_mismatch" in run.metrics:
+            fresh["start_mismatch"] = start_mismatch(data, float(schedule.alphas_cumprod[-1]))
+        if "kl_oracle_start" in run.metrics and not run.light:
+            oracle = oracle_samples(run.load_model("ema"), schedule, torch.from_numpy(data.points).float(),
+                                    run.config.n_samples, oracle_generator(run.config.seed, "cpu"))
+            fresh["kl_oracle_start"] = kl_divergence(data, oracle)
+        yield run, {m: (run.metrics[m], v) for m, v in fresh.items() if v != run.metrics[m]}
+
+
 def _phase(store: Store, config: TrainConfig, name: str) -> dict:
     event = {"event": events.PHASE, "name": name, "index": events.PHASES.index(name) + 1, "of": len(events.PHASES)}
     store.append_progress(config.run_id, event)

@@ -12,8 +12,30 @@ task on another worker; the client writes a run only once it has all of it).
 from __future__ import annotations
 
 import contextlib
+import os
+import time
 
 from .config import TrainConfig
+
+
+class SweepLost(RuntimeError):
+    """The cluster went away mid-sweep; the message says what was stored and how to resume."""
+
+
+def die_with_parent(parent: int) -> None:
+    """A loky worker's initializer: exit as soon as the client that started it is gone (the worker's
+    parent changes), instead of running on for minutes as an orphan holding hundreds of MB."""
+    import threading
+
+    if os.getppid() != parent:  # not started by that client (the parent is already gone)
+        os._exit(1)
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(0.5)
+        os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="dualscale-parent-watch").start()
 
 
 def run_remote(config_json: str, device: str = "auto", half: bool = False, threads: int = 1,
@@ -53,6 +75,9 @@ def connect(cluster: str, timeout: float = 10):
     except (OSError, TimeoutError) as e:
         raise ValueError(f"no Dask scheduler answers at {cluster} ({str(e).splitlines()[0]}); "
                          "start one with `dask scheduler`")
+    except Exception as e:  # noqa: BLE001 - an address of another protocol (ucx://) or a malformed one
+        why = str(e).splitlines()[0] if str(e) else e.__class__.__name__
+        raise ValueError(f"cannot connect to a Dask scheduler at {cluster!r} ({why}); use tcp://HOST:PORT")
 
 
 @contextlib.contextmanager
@@ -61,15 +86,22 @@ def _backend(cluster: str | None, jobs: int):
     import joblib
 
     if cluster is None:
-        try:
-            with joblib.parallel_config(backend="loky", n_jobs=jobs):
+        try:  # each worker watches this process from its start: it exits when the client dies
+            with joblib.parallel_config(backend="loky", n_jobs=jobs, initializer=die_with_parent,
+                                        initargs=(os.getpid(),)):
                 yield
         finally:  # the reusable workers would idle on for minutes after the command returns
             from joblib.externals.loky import get_reusable_executor
 
             get_reusable_executor().shutdown(wait=True)
         return
+    import logging
+
     with contextlib.ExitStack() as stack:
+        # distributed logs every failed reconnection with a traceback; a lost scheduler is one line
+        # of ours (SweepLost) instead
+        logging.disable(logging.CRITICAL)
+        stack.callback(logging.disable, logging.NOTSET)
         if cluster == "local":
             from distributed import Client, LocalCluster
 
@@ -87,8 +119,9 @@ def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1
     """Run configs through joblib; yield (config, run, cached) as each is stored (stored configs first).
 
     Every config is locked in the store for the whole sweep (a second sweep of the same config
-    waits its turn with an error, as a second `train` does)."""
-    from joblib import Parallel, delayed
+    waits its turn with an error, as a second `train` does). A local worker process that dies
+    (killed, out of memory) loses only its run, which is run again (RETRIES times); a lost Dask
+    scheduler ends the sweep with SweepLost, its stored runs kept."""
 
     todo = []
     for c in configs:
@@ -103,10 +136,56 @@ def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1
     with contextlib.ExitStack() as locks:
         for c in todo:
             locks.enter_context(store.lock(c))
-        with _backend(cluster, jobs):
-            tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light) for c in todo)
-            for result in Parallel(return_as="generator_unordered")(tasks):
-                config = TrainConfig.from_json(result["config"])
-                run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,
-                                 made=result["made"])
-                yield config, run, False
+        for attempt in range(RETRIES + 1):
+            left = [c for c in todo if store.find(c) is None]
+            if not left:
+                return
+            try:
+                yield from _run_batch(left, store, device, jobs, cluster, half, threads, light)
+                return
+            except Exception as e:  # noqa: BLE001 - sorted below: a lost loky worker is retried
+                lost = _lost(e, cluster)
+                if lost is None:
+                    raise
+                if cluster is not None:
+                    stored = sum(store.find(c) is not None for c in todo)
+                    raise SweepLost(f"lost the Dask scheduler at {cluster} ({lost}) after {stored} of {len(todo)} "
+                                    "runs were stored; run the same command again to resume (stored runs are "
+                                    "skipped)") from None
+                if attempt == RETRIES:
+                    raise SweepLost(f"a worker process died {RETRIES + 1} times ({lost}); "
+                                    f"{len(todo) - len(left)} of {len(todo)} runs are stored") from None
+
+
+RETRIES = 2  # times a sweep re-runs the runs of a worker process that died (killed, out of memory)
+
+
+def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
+    from joblib import Parallel, delayed
+
+    with _backend(cluster, min(jobs, len(configs))):
+        tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light) for c in configs)
+        for result in Parallel(return_as="generator_unordered")(tasks):
+            config = TrainConfig.from_json(result["config"])
+            run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,
+                             made=result["made"])
+            yield config, run, False
+
+
+def _lost(e: BaseException, cluster: str | None) -> str | None:
+    """Why the sweep lost its workers (one line), or None if `e` is a run's own error."""
+    from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+    if isinstance(e, TerminatedWorkerError):
+        return "a worker process was killed or ran out of memory"
+    if cluster is not None:
+        from asyncio import CancelledError
+        from concurrent.futures import CancelledError as FutureCancelled
+
+        try:
+            from distributed.comm.core import CommClosedError
+        except ImportError:
+            CommClosedError = OSError
+        if isinstance(e, (CommClosedError, OSError, TimeoutError, CancelledError, FutureCancelled)):
+            return f"{e.__class__.__name__}: {str(e).splitlines()[0] if str(e) else 'connection closed'}"
+    return None

@@ -96,11 +96,11 @@ def default_jobs(device: str) -> int:
     return 1 if device.startswith("mps") else max(1, min(4, cores()))
 
 
-def dashboard_workers(device: str = "auto") -> int:
+def dashboard_workers(device: str = "auto", use_env: bool = True) -> int:
     """Runs the dashboard trains at once (the rest queue): DUALSCALE_WORKERS if set; else one per
     GPU where there are GPUs, else all cores but one (the server keeps one). No torch import: the
     GPUs are counted from /dev/nvidia<N> (Linux)."""
-    if os.environ.get("DUALSCALE_WORKERS"):
+    if use_env and os.environ.get("DUALSCALE_WORKERS"):
         try:
             n = int(os.environ["DUALSCALE_WORKERS"])
         except ValueError:

@@ -38,8 +38,14 @@ def _registry(root: str) -> Runner:
     """The background runs: one worker per run, at most system.dashboard_workers() at once (the rest
     queue), a core kept for the server, workers niced."""
     device = os.environ.get("DUALSCALE_DEVICE", "auto")
-    return Runner(_store(root), device=device, jobs=dashboard_workers(device), reserve=1, niceness=10,
-                  previews=PREVIEWS)
+    try:
+        jobs, note = dashboard_workers(device), None
+    except ValueError as e:  # DUALSCALE_WORKERS=abc: say so on Train, use the default
+        jobs = dashboard_workers(device, use_env=False)
+        note = f"{e}; using {jobs}."
+    runner = Runner(_store(root), device=device, jobs=jobs, reserve=1, niceness=10, previews=PREVIEWS)
+    runner.note = note
+    return runner
 
 
 def store() -> Store:

@@ -20,6 +20,8 @@ ss = st.session_state
 ss.setdefault("watched", [])  # runs this session started: their outcome stays on screen
 sel = common.selection()
 registry = common.registry()
+if registry.note:
+    st.warning(registry.note, icon=":material/settings:")
 
 
 def start(cfg, force: bool) -> None:

@@ -553,6 +553,15 @@ def test_bad_address_values_are_replaced_with_a_notice(store_root, monkeypatch, 
     assert getattr(at.session_state["selection"].config, key) == getattr(TrainConfig(), key)
 
 
+def test_a_bad_workers_setting_is_a_line_on_train_not_a_crash(store_root, tmp_path, monkeypatch):
+    root = copy_store(store_root, tmp_path / "store")  # a new store root: a new runner, set up again
+    monkeypatch.setenv("DUALSCALE_STORE", str(root))
+    monkeypatch.setenv("DUALSCALE_WORKERS", "abc")
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run()
+    page(at, "train")
+    assert "DUALSCALE_WORKERS must be a whole number >= 1, got 'abc'; using" in texts(at.warning)
+
+
 def test_dashboard_workers_are_capped_and_configurable(monkeypatch):
     from dualscale.system import cores, dashboard_workers
 

@@ -74,3 +74,22 @@ def test_lighten_drops_the_trajectory_and_keeps_block_means():
     assert set(light) == {"samples", "losses", "loss_block", "eval_loss_by_t"}
     np.testing.assert_allclose(light["losses"], [49.5, 149.5, 224.5])
     assert lighten(light)["losses"] is light["losses"]  # already light: unchanged
+
+
+def test_rescore_check_recomputes_every_metric_and_reports_what_differs(tmp_path, cli):
+    import json
+
+    store = Store(tmp_path)
+    config = TrainConfig(dataset="line", variant="fixed", seed=2, **TINY)
+    list(run_config(config, store, "cpu"))
+    same = cli("rescore", "--check", store=tmp_path)
+    assert same.returncode == 0 and "1 runs checked: 0 stored metric(s) differ" in same.stdout
+    run = store.find(config)
+    meta = json.loads((run.path / "run.json").read_text())
+    meta["metrics"]["precision"] += 0.01  # stored by a faulty writer, digest and all
+    write_run_json(run.path, meta)
+    differs = cli("rescore", "--check", store=tmp_path)
+    assert differs.returncode == 1 and f"differs: {run.id} precision: stored" in differs.stdout
+    assert "1 stored metric(s) differ" in differs.stdout
+    nothing = cli("rescore", store=tmp_path)
+    assert nothing.returncode == 0 and "nothing to rescore" in nothing.stdout

@@ -94,3 +94,94 @@ def test_an_unreachable_cluster_is_one_line(cli, tmp_path):
     r = cli(*ARGS, "--cluster", "tcp://127.0.0.1:9", store=tmp_path, timeout=120)
     assert r.returncode == 2 and r.stderr.strip().startswith("error: no Dask scheduler answers at tcp://127.0.0.1:9")
     assert not any(tmp_path.glob("moons-*"))
+
+
+def children(pid: int) -> list[int]:
+    """Every process below pid (from /proc), deepest included."""
+    out, frontier = [], [pid]
+    while frontier:
+        parent = frontier.pop()
+        for entry in os.listdir("/proc"):
+            if entry.isdigit():
+                try:
+                    stat = open(f"/proc/{entry}/stat").read()
+                except OSError:
+                    continue
+                if int(stat.rsplit(")", 1)[1].split()[1]) == parent:
+                    out.append(int(entry))
+                    frontier.append(int(entry))
+    return out
+
+
+def loky_workers(pid: int) -> list[int]:
+    found = []
+    for child in children(pid):
+        try:
+            cmd = open(f"/proc/{child}/cmdline").read()
+        except OSError:
+            continue
+        if "loky" in cmd and "resource_tracker" not in cmd:
+            found.append(child)
+    return found
+
+
+def wait_for(predicate, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_a_killed_loky_worker_loses_only_its_run_which_is_run_again(tmp_path):
+    p = subprocess.Popen([sys.executable, "-m", "dualscale", *ARGS, "--jobs", "2", "--store", str(tmp_path)],
+                         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    workers = wait_for(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
+    time.sleep(2)  # both are training now
+    os.kill(workers[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    assert len(Store(tmp_path).runs()) == 2  # the killed worker's run was trained again
+
+
+def test_workers_die_with_their_client(tmp_path):
+    p = start(["dualscale", *ARGS, "--steps", "20000", "--jobs", "2", "--store", str(tmp_path)])
+    workers = wait_for(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
+    time.sleep(1)
+    os.kill(p.pid, signal.SIGKILL)  # the client alone
+    p.wait()
+    wait_for(lambda: not any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"
+                             for w in workers), 15, "the orphaned workers to exit")
+
+
+def test_losing_the_dask_scheduler_is_one_line_that_says_how_to_resume(tmp_path, dask_cluster):
+    address, workers = dask_cluster
+    p = subprocess.Popen([sys.executable, "-m", "dualscale", *ARGS, "--steps", "20000", "--cluster", address,
+                          "--store", str(tmp_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        wait_for(lambda: any(client.processing().values()), 60, "a worker to take a run")
+    scheduler = next(q for q in psutil_free_procs() if "dask scheduler" in q[1] and address.rsplit(":", 1)[1] in q[1]
+                     or "dask scheduler" in q[1])
+    os.kill(scheduler[0], signal.SIGKILL)
+    out, err = p.communicate(timeout=180)
+    assert p.returncode == 1, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"error: lost the Dask scheduler at {address}") and "run the same command again" in last
+    assert "Traceback" not in err, err
+
+
+def psutil_free_procs():
+    """(pid, command line) of every process, from /proc."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                out.append((int(entry), open(f"/proc/{entry}/cmdline").read().replace("\0", " ")))
+            except OSError:
+                continue
+    return out
