@@ -524,7 +524,6 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     a.argv = argv
     signal.signal(signal.SIGTERM, on_sigterm)
-    from .runner import RunFailed
     from .sweeps import SweepLost
 
     try:
@@ -538,7 +537,7 @@ def main(argv=None) -> int:
     except RunInProgress as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_LOCKED
-    except (TrainingFailed, RunFailed, SweepLost) as e:
+    except (TrainingFailed, SweepLost) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_FAILED
     except (ValueError, StoreError) as e:

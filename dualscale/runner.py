@@ -15,7 +15,6 @@ the dashboard holds one Runner per store in st.cache_resource.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import signal
 import subprocess
@@ -28,15 +27,11 @@ from pathlib import Path
 
 from . import events
 from .config import TrainConfig
-from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, EXIT_OK, Cancelled
-from .store import RunInProgress, Store, is_our_worker
+from .events import EXIT_OK
+from .store import Store, is_our_worker
 from .system import lower_priority, threads_per_worker
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-
-
-class RunFailed(RuntimeError):
-    """A worker's run failed (non-finite loss, or the worker died); the message is one line."""
 
 
 def worker_args(cfg: TrainConfig, store_root: str | os.PathLike, device: str = "auto", threads: int = 1,
@@ -228,23 +223,6 @@ class Runner:
             # The worker found the config already stored and loaded it: no events, a result.
             return dataclasses.replace(status, state=events.DONE, metrics=stored)
         return dataclasses.replace(status, state=events.FAILED, error=self._death_note(worker))
-
-    def finished(self, run_id: str) -> bool:
-        """Whether a worker of ours for run_id has exited (False while queued or running)."""
-        w = self._workers.get(run_id)
-        return w is not None and w.proc.poll() is not None
-
-    def outcome(self, run_id: str) -> dict:
-        """The done event of a finished worker of ours; its failure as the matching exception."""
-        w = self._workers[run_id]
-        code = w.proc.wait()
-        if code == EXIT_OK:
-            return {"event": events.DONE, **json.loads(w.last_line(w.stdout))}
-        line = w.error_line() or f"the worker exited with code {code}"
-        raise {EXIT_FAILED: RunFailed, EXIT_BAD_INPUT: ValueError, EXIT_LOCKED: RunInProgress,
-               EXIT_CANCELLED: Cancelled}.get(code, RunFailed)(
-            line if code in (EXIT_FAILED, EXIT_BAD_INPUT, EXIT_LOCKED, EXIT_CANCELLED) else
-            f"run {run_id}: {self._death_note(w)}")
 
     def _current_events(self, run_id: str, worker: _Worker | None) -> tuple[list[dict], int]:
         """(the run's events, malformed lines), unless they are an earlier attempt's: a new worker

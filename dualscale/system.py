@@ -64,6 +64,9 @@ def machine(device=None) -> dict:
         info["cpu"] = platform.processor() or platform.machine()
     flags = set((fields.get("flags") or fields.get("Features") or "").split())
     info["flags"] = [f for f in KERNEL_FLAGS if f in flags]
+    for var in ("MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS", "ATEN_CPU_CAPABILITY"):  # they pick the numbers' code path
+        if os.environ.get(var):
+            info[var.lower()] = os.environ[var]
     if device is not None and getattr(device, "type", str(device)) == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)
     return info

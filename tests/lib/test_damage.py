@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from dualscale import Store, TrainConfig
+from dualscale import Store
 from dualscale.runner import summarize
 from support import ROOT, RUNS, small_config
 
@@ -53,7 +53,7 @@ def test_list_verdict_train_and_export_show_the_good_runs_and_name_the_damaged(d
     assert train.returncode == 0 and "loaded, not retrained" in train.stderr
     export = cli("export", "--store", root, "--to", tmp_path / "light", timeout=60)  # the FIFO must not hang it
     assert export.returncode == 0, export.stderr
-    assert f"skipped: " in export.stderr and kinds["fifo"] in export.stderr
+    assert "skipped: " in export.stderr and kinds["fifo"] in export.stderr
     assert GOOD <= {r.id for r in Store(tmp_path / "light").runs()}
 
 

@@ -1,5 +1,4 @@
 """settle: seeds added until the family is decided or the budget is spent; resumable after SIGKILL."""
-import json
 import math
 import os
 import signal
