@@ -10,14 +10,16 @@ every AppTest rerun) runs a page file on its own, without this sidebar (measured
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import streamlit as st
 
 from dualscale import DATASETS, PAPER_DATASETS, VARIANTS, TrainConfig
-from dualscale.config import fields, parse_setting, training_settings
+from dualscale.config import changed_settings, fields, parse_setting, training_settings
 from views.common import Selection
 
-st.set_page_config(page_title="dualscale", page_icon=":material/blur_on:", layout="wide")
+# A local icon: a Material-symbol or emoji icon is fetched from the internet on every page load.
+st.set_page_config(page_title="dualscale", page_icon=str(Path(__file__).parent / "docs" / "favicon.png"), layout="wide")
 
 DEFAULTS = TrainConfig()
 # Generated from TrainConfig's fields (label, help, choices, step, format). No min/max on the
@@ -87,14 +89,14 @@ def validated(values: dict) -> Selection:
     try:
         config, error = TrainConfig(**values).validate().check_resources(), None
         if config.compute_precision == "tf32":  # a CUDA mode: refused before Start where there is none
-            from dualscale.system import precision, resolve_device
+            from dualscale.system import arithmetic, resolve_device
 
-            with precision("tf32", resolve_device(os.environ.get("DUALSCALE_DEVICE", "auto"))):
+            with arithmetic("tf32", resolve_device(os.environ.get("DUALSCALE_DEVICE", "auto"))):
                 pass
     except (ValueError, TypeError) as e:
         config, error = None, str(e).splitlines()[0]
         st.error(f"Impossible setting: {error}")
-    changed = [n for n in ADVANCED if values[n] != getattr(DEFAULTS, n)]
+    changed = list(changed_settings(values))
     if changed and not error:
         st.caption("Changed from the reference: " + ", ".join(changed))
     return Selection(values["dataset"], values["variant"], int(values["seed"]), config, error)
@@ -110,11 +112,15 @@ def sidebar() -> Selection:
         st.number_input(FIELDS["seed"].metadata["label"], step=1, key="cfg_seed",
                         help=FIELDS["seed"].metadata["help"])
         advanced_settings()
-        for notice in st.session_state.pop("url_notices", []):  # once, on the first screen
+        notices = st.session_state.pop("url_notices", [])  # once, on the first screen
+        for notice in notices:
             st.warning(notice, icon=":material/link_off:")
         values = {n: st.session_state[f"cfg_{n}"] for n in ("dataset", "variant", "seed") + ADVANCED}
         to_url(values)
-        return validated(values)
+        selection = validated(values)
+    for notice in notices:  # and above the page: on a phone the sidebar starts collapsed
+        st.warning(notice, icon=":material/link_off:")
+    return selection
 
 
 init_state()

@@ -472,7 +472,7 @@ def cmd_export(a) -> int:
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
     every, problems = store.scan()
-    runs = [r for r in every if not r.is_reference and r.path.parent.resolve() != to.resolve()]
+    runs = [r for r in every if not r.shipped and r.path.parent.resolve() != to.resolve()]
     written = 0
     for run in tqdm(runs, desc=f"export to {to}", unit="run", file=sys.stderr):
         if (to / run.id / "run.json").is_file():
@@ -503,7 +503,7 @@ def cmd_list(a) -> int:
     print(f"{'run':48s} {'where':9s} {'eval loss':>9s} {'KL':>7s} {'train s':>8s} {'device':6s} settings")
     for run in runs:
         m = run.metrics
-        where = run.path.parent.name if run.is_reference else "local"
+        where = run.path.parent.name if run.shipped else "local"
         print(f"{run.id:48s} {where:9s} {loss.format(m['eval_loss']):>9s} {kl.format(m['kl_divergence']):>7s} "
               f"{train.format(m['training_time']):>8s} {str(m.get('device', '?')):6s} "
               f"{settings_tag(run.config) or 'reference'}")

@@ -11,7 +11,7 @@ import torch
 from .diffusion import NoiseSchedule, sample
 from .metrics import run_scores
 from .models import Denoiser
-from .system import precision, synchronize
+from .system import arithmetic, synchronize
 from .train import Trained
 
 EVAL_BATCH = 256     # the reference's batches: the loss is the mean of per-batch means
@@ -113,19 +113,19 @@ def evaluate(trained: Trained, config, light: bool = False):
     n_samples = config.n_samples
     device = trained.data.device
     yield "eval loss"
-    with precision(trained.precision, device):
+    with arithmetic(trained.precision, device):
         loss = eval_loss(trained.model, trained.schedule, trained.data, trained.generator)
         by_t = eval_loss_by_t(trained.model, trained.schedule, trained.data)
     yield "sampling"
     synchronize(device)
     start = time.perf_counter()
-    with precision(trained.precision, device):
+    with arithmetic(trained.precision, device):
         samples, alpha, traj = sample(trained.ema, trained.schedule, n_samples, trained.generator,
                                       keep=min(TRAJECTORY_POINTS, n_samples))
     synchronize(device)
     inference_time = time.perf_counter() - start
     yield "oracle sampling"
-    with precision(trained.precision, device):
+    with arithmetic(trained.precision, device):
         oracle = oracle_samples(trained.ema, trained.schedule, trained.data, n_samples,
                                 oracle_generator(config.seed, device))
     yield "metrics"

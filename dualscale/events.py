@@ -74,3 +74,23 @@ def well_formed(event) -> bool:
 
 def _number(v) -> bool:
     return isinstance(v, _NUMBER) and not isinstance(v, bool)
+
+
+def drain(gen):
+    """Run a generator to its end, ignoring what it yields; return its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as end:
+            return end.value
+
+
+def relay(gen, f):
+    """Yield f(item) for each item `gen` yields; return gen's return value (`yield from` would pass
+    the items on unchanged): `result = yield from relay(gen, f)`."""
+    while True:
+        try:
+            item = next(gen)
+        except StopIteration as end:
+            return end.value
+        yield f(item)

@@ -47,16 +47,26 @@ def experiment(seeds=(0,), datasets=PAPER_DATASETS, variants=VARIANTS, **setting
 
 def is_reference(settings: dict) -> bool:
     """Whether these training settings are the reference experiment's (the tables' settings)."""
-    defaults = TrainConfig()
-    return all(getattr(defaults, k) == v for k, v in settings.items() if k != "compute_precision")  # same experiment, other arithmetic
+    from .config import changed_settings
+
+    return not changed_settings({k: v for k, v in settings.items() if k != "compute_precision"})  # other arithmetic: same experiment
 
 
 def metrics_frame(runs) -> pd.DataFrame:
-    """One row per run: run id, config columns and every registry metric."""
+    """One row per run: run id, config columns, every registry metric, and where it came from: the
+    device, `origin` (local, or the shipped folder), `machine` (the CPU or GPU it ran on) and
+    `stacked` (how many runs shared its steps; their times are shares of a stacked wall time, not
+    comparable with a single run's)."""
     import pandas as pd
 
+    def machine(r) -> str:
+        m = getattr(r, "made", {}).get("machine") or {}
+        return m.get("gpu") or m.get("cpu") or ""
+
     rows = [{"run_id": r.id, **r.config.to_dict(), **{m: r.metrics.get(m) for m in METRICS},
-             "device": r.metrics.get("device"), "reference": r.is_reference} for r in runs]
+             "device": r.metrics.get("device"), "shipped": r.shipped,
+             "origin": r.path.parent.name if r.shipped else "local", "machine": machine(r),
+             "stacked": int(getattr(r, "made", {}).get("stack", 0))} for r in runs]
     return pd.DataFrame(rows)
 
 

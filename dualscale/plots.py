@@ -14,6 +14,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .metrics import METRICS
+from .paper import PAPER_METRICS
 
 VARIANT_COLORS = {"baseline": "#2e86de", "fixed": "#e67e22", "adaptive": "#16a085"}  # none grey: grey is the data
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
@@ -167,31 +168,47 @@ def _add_player(fig: go.Figure, frame_ts: list[int]) -> None:
                                    "args": [[None], still]}]}])
 
 
-def alpha_curves(curves: list[dict]) -> go.Figure:
-    """alpha(t) per run, coloured by dataset, with the fixed model's 0.5 as a reference line.
+def alpha_curves(curves: list[dict], per_seed: bool = False) -> go.Figure:
+    """alpha(t) per dataset, with the fixed model's 0.5 as a reference line: the mean over seeds with
+    a band of ± one sd (per_seed: every seed's own curve instead).
 
     Each curve: {"dataset", "label", "alpha": array (T,) indexed by t}.
     """
     fig = go.Figure()
     datasets = sorted({c["dataset"] for c in curves})
     colors = {d: DATASET_COLORS[i % len(DATASET_COLORS)] for i, d in enumerate(datasets)}
-    seen = set()
-    counts = {d: sum(c["dataset"] == d for c in curves) for d in datasets}
-    for c in curves:
-        alpha = np.asarray(c["alpha"], dtype=float)
-        name = c["dataset"] if counts[c["dataset"]] == 1 else f"{c['dataset']} ({counts[c['dataset']]} seeds)"
+    for d in datasets:
+        mine = [c for c in curves if c["dataset"] == d]
+        name = d if len(mine) == 1 else f"{d} ({len(mine)} seeds)"
+        if per_seed or len(mine) == 1:
+            for i, c in enumerate(mine):
+                alpha = np.asarray(c["alpha"], dtype=float)
+                fig.add_trace(go.Scatter(
+                    x=np.arange(len(alpha)), y=np.round(alpha, 4), mode="lines", name=name, legendgroup=d,
+                    showlegend=i == 0, line={"color": colors[d], "width": 1.5 if len(mine) > 1 else 2},
+                    hovertemplate=f"{c['label']}<br>t=%{{x}}<br>alpha=%{{y:.4f}}<extra></extra>"))
+            continue
+        stack = np.stack([np.asarray(c["alpha"], dtype=float) for c in mine])  # (seeds, T)
+        mean, sd, t = stack.mean(0), stack.std(0, ddof=1), np.arange(stack.shape[1])
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.round(np.concatenate([mean + sd, (mean - sd)[::-1]]), 4),
+                                 fill="toself", fillcolor=_rgba(colors[d], 0.18), line={"width": 0}, legendgroup=d,
+                                 showlegend=False, hoverinfo="skip"))
         fig.add_trace(go.Scatter(
-            x=np.arange(len(alpha)), y=np.round(alpha, 4), mode="lines", name=name,
-            legendgroup=c["dataset"], showlegend=c["dataset"] not in seen,
-            line={"color": colors[c["dataset"]], "width": 2},
-            hovertemplate=f"{c['label']}<br>t=%{{x}}<br>alpha=%{{y:.4f}}<extra></extra>"))
-        seen.add(c["dataset"])
+            x=t, y=np.round(mean, 4), mode="lines", name=name, legendgroup=d, line={"color": colors[d], "width": 2.5},
+            customdata=np.round(sd, 4),
+            hovertemplate=f"{d}: mean of {len(mine)} seeds<br>t=%{{x}}<br>alpha=%{{y:.4f}} ± %{{customdata:.4f}} (sd)"
+                          "<extra></extra>"))
     fig.add_hline(y=0.5, line_dash="dash", line_color="#e67e22",
                   annotation_text="fixed: alpha = 0.5", annotation_position="top left")
     fig.update_layout(height=420, xaxis_title="timestep t (0 = data, T-1 = noise)",
                       yaxis_title="alpha(t): weight of the global branch",
                       hovermode="closest", margin={"l": 10, "r": 10, "t": 30, "b": 10})
     return fig
+
+
+def _rgba(hex_color: str, alpha: float) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
 
 
 def smooth(values: np.ndarray, points: int = 400) -> tuple[np.ndarray, np.ndarray]:
@@ -242,16 +259,20 @@ def alpha_preview(alpha: list[float]) -> go.Figure:
 
 # ---------------------------------------------------------------------------------- tables
 
-PAGE_ORDER = ("kl_divergence", "eval_loss", "training_time", "inference_time")  # quality first, times after
+# The paper's four metrics, judged ones (with a practical margin) first, the times after.
+PAGE_ORDER = tuple(sorted(PAPER_METRICS, key=lambda m: (METRICS[m].margin is None, m != "kl_divergence")))
+JUDGED_PAPER = tuple(m for m in PAGE_ORDER if METRICS[m].margin is not None)  # KL and eval loss: the ★ and compact columns
 
 
 def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
-                  order=PAGE_ORDER) -> dict[str, pd.DataFrame]:
+                  order=PAGE_ORDER, paper: bool = True) -> dict[str, pd.DataFrame]:
     """paper.table()s made readable: per metric "mean ± 95% CI" (★ where stats.winners() names this
-    variant: significantly better than each other variant, paired by seed, after Holm) and
-    "paper (ours − paper)". Column titles are the registry's short labels (fits 1440 px).
+    variant: better than each other variant in the verdict) and "paper (ours − paper)". Column
+    titles are the registry's short labels (fits 1440 px).
 
-    `tables`: variant -> paper.table(frame, variant); `winners`: (dataset, metric) -> variant.
+    `tables`: variant -> paper.table(frame, variant); `winners`: (dataset, metric) -> variant;
+    paper: whether the runs are at the paper's settings (else its values would compare unlike with
+    unlike, a 400-step run with the paper's 10,000 steps: the paper's columns are left out).
     """
     specs = [METRICS[name] for name in order]
     winners = winners or {}
@@ -263,29 +284,30 @@ def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
             for m in specs:
                 star = winners.get((r["dataset"], m.name)) == variant
                 row[m.short] = _cell(m, r[m.label], r[f"{m.label} ci"], star)
-                row[f"{m.short} paper (Δ)"] = (f"{m.format(r[f'{m.label} paper'])} "
-                                               f"({m.format(r[f'{m.label} diff'], signed=True)})")
+                if paper:
+                    row[f"{m.short} paper (Δ)"] = (f"{m.format(r[f'{m.label} paper'])} "
+                                                   f"({m.format(r[f'{m.label} diff'], signed=True)})")
             rows.append(row)
-        out[variant] = pd.DataFrame(rows, columns=_display_columns(specs)).set_index("dataset")
+        out[variant] = pd.DataFrame(rows, columns=_display_columns(specs, paper)).set_index("dataset")
     return out
 
 
-def compact_html(table: pd.DataFrame, metrics=("kl_divergence", "eval_loss")) -> str:
+def compact_html(table: pd.DataFrame, metrics=JUDGED_PAPER) -> str:
     """A marked table cut to the judged metrics (ours ± CI, then the paper's and the difference) as a
     plain HTML table whose cells wrap: what the Results page shows at phone width."""
     import html
 
-    cols = [c for m in metrics for c in (METRICS[m].short, f"{METRICS[m].short} paper (Δ)")]
+    cols = [c for m in metrics for c in (METRICS[m].short, f"{METRICS[m].short} paper (Δ)") if c in table.columns]
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["dataset", *cols])
     body = "".join("<tr><td>" + html.escape(str(d)) + "</td>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols)
                    + "</tr>" for d, r in table.iterrows())
     return f'<table class="compact-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
-def _display_columns(specs) -> list[str]:
+def _display_columns(specs, paper: bool = True) -> list[str]:
     names = ["dataset", "runs"]
     for m in specs:
-        names += [m.short, f"{m.short} paper (Δ)"]
+        names += [m.short, f"{m.short} paper (Δ)"] if paper else [m.short]
     return names
 
 

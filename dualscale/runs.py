@@ -14,7 +14,7 @@ import torch
 
 from . import events
 from .events import Cancelled  # noqa: F401  (re-exported: run_config's callers catch it)
-from .config import SELECTION, TrainConfig
+from .config import TrainConfig, changed_settings
 from .evaluate import evaluate
 from .store import Run, Store
 from .system import resolve_device
@@ -53,26 +53,15 @@ def run_config(config: TrainConfig, store: Store, device: str = "auto", force: b
 
 
 def _train_and_store(config, store, dev, previews, half, every, light):
-    gen = train(config, dev, every=every, previews=previews)
-    while True:  # `yield from` would hand the Progress objects on; we hand on their dicts
-        try:
-            progress = next(gen)
-        except StopIteration as end:
-            trained = end.value
-            break
-        event = progress.to_event()
+    def progress(p):  # the Progress objects become event dicts, kept in the store as they pass
+        event = p.to_event()
         store.append_progress(config.run_id, event)
-        yield event
+        return event
+
+    trained = yield from events.relay(train(config, dev, every=every, previews=previews), progress)
     store.append_progress(config.run_id, {"event": events.EVALUATING})
     yield {"event": events.EVALUATING}
-    phases = evaluated(trained, config, half, light)
-    while True:
-        try:
-            name = next(phases)
-        except StopIteration as end:
-            ev = end.value
-            break
-        yield _phase(store, config, name)
+    ev = yield from events.relay(evaluated(trained, config, half, light), lambda name: _phase(store, config, name))
     yield _phase(store, config, "saving")
     rec = single_record(config, trained, ev, dev, half, light)
     return store.save(config, rec.weights, rec.metrics, rec.arrays, half=half, made=rec.made)
@@ -169,7 +158,7 @@ def _phase(store: Store, config: TrainConfig, name: str) -> dict:
 
 def remake_command(config: TrainConfig, device: str, half: bool, light: bool = False) -> str:
     """The command that trains this config again, to the same numbers on the same kind of device."""
-    reference = all(getattr(config, f) == getattr(TrainConfig(), f) for f in config.to_dict() if f not in SELECTION)
+    reference = not changed_settings(config)
     if reference:
         head = (f"python -m dualscale reproduce --datasets {config.dataset} --variants {config.variant} "
                 f"--seeds {config.seed} --device {device} --jobs 1")

@@ -25,7 +25,7 @@ from torch.func import functional_call, grad_and_value, vmap
 from .config import TrainConfig
 from .events import TrainingFailed
 from .train import Ema, cosine_lr, make_optimizer, set_lr, setup
-from .system import keep_freed_memory, precision, synchronize
+from .system import keep_freed_memory, arithmetic, synchronize
 
 PER_RUN = ("dataset", "seed")  # what may differ inside a group; every other setting is shared
 
@@ -104,7 +104,7 @@ class Group:
         """Loss, per-run gradient clipping and AdamW for every run; -> losses (R,)."""
         r = torch.arange(len(self.configs), device=self.device)[:, None]
         x0 = self.data[r, idx]  # (R, B, 2)
-        with precision(self.configs[0].compute_precision, self.device):
+        with arithmetic(self.configs[0].compute_precision, self.device):
             grads, loss = self.grads(self.params, x0, t, eps)
         torch.cat([grads[n].reshape(len(self.configs), -1) for n in self.names], 1, out=self.flat.grad)
         if warmup:
@@ -232,7 +232,7 @@ def train_stack(configs: list[TrainConfig], device: str | torch.device = "cuda",
     per_pass = math.ceil(c.n_points / c.batch_size)  # batch_indices: the last batch of a pass may be short
     graphed, last = None, 0
     for cfg in configs:
-        with precision(cfg.compute_precision, device):  # tf32 on a CPU: refused before any work
+        with arithmetic(cfg.compute_precision, device):  # tf32 on a CPU: refused before any work
             pass
     synchronize(device)
     start = time.perf_counter()

@@ -16,7 +16,7 @@ from .config import TrainConfig
 from .diffusion import SAMPLE_CHUNK
 from .evaluate import EVAL_BATCH, EVAL_CHUNK, TRAJECTORY_POINTS, fixed_eval_set, oracle_generator
 from .stack import Group, stack_key, train_stack
-from .system import precision, synchronize
+from .system import arithmetic, synchronize
 
 
 # ---- evaluation, stacked: eval loss and sampling for a group's runs in the same kernels ----
@@ -111,7 +111,7 @@ def evaluate_group(group: Group, n_samples: int, training_time: float, keep: int
     "oracle", "alpha", "trajectory", "losses"}; training_time is as given (the caller's share of the stack's wall time), the
     inference time the group's sampling wall time divided by its runs."""
     dev, r = group.device, len(group.configs)
-    with precision(group.configs[0].compute_precision, dev):
+    with arithmetic(group.configs[0].compute_precision, dev):
         losses = eval_losses(group)
         by_t = eval_losses_by_t(group)
         synchronize(dev)
@@ -143,7 +143,7 @@ def stacks_of(configs: list[TrainConfig]) -> list[list[TrainConfig]]:
     return sorted(out.values(), key=len, reverse=True)
 
 
-PHASES = ("training", "evaluation", "scoring", "saving")  # where a stacked sweep's time goes (timings)
+TIMED = ("training", "evaluation", "scoring", "saving")  # where a stacked sweep's time goes (timings)
 
 
 def score_tasks(configs: list[TrainConfig], results: list[dict], abar: float, workers: int) -> list[tuple]:
@@ -162,7 +162,7 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
     """Train, evaluate and store configs in stacks. Yields ("step", done, total) while training and
     ("done", config, run) as each run is stored. light: store no weights and no trajectory, and
     the samples as float16, with every sample metric computed from those stored samples.
-    timings: a dict that gets the seconds spent in each of PHASES ("scoring": waiting for it; it
+    timings: a dict that gets the seconds spent in each of TIMED ("scoring": waiting for it; it
     runs on every CPU core while the GPU evaluates the next group)."""
     import os
 
@@ -171,7 +171,7 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
     from .runs import made_record
 
     timings = {} if timings is None else timings
-    for phase in PHASES:
+    for phase in TIMED:
         timings.setdefault(phase, 0.0)
     workers = jobs or os.cpu_count() or 1
     executor = get_reusable_executor(max_workers=workers)  # scoring: processes (scipy holds the GIL)
@@ -241,10 +241,6 @@ def _save(store, group, i: int, c: TrainConfig, r: dict, scores: dict, light: bo
 
 
 def _train_progress(configs, device):
-    gen = train_stack(configs, device)
-    while True:
-        try:
-            done, total, loss = next(gen)
-        except StopIteration as end:
-            return end.value
-        yield "step", done, total
+    from .events import relay
+
+    return (yield from relay(train_stack(configs, device), lambda e: ("step", e[0], e[1])))

@@ -52,7 +52,7 @@ class Run:
     config: TrainConfig
     metrics: dict
     path: Path
-    is_reference: bool
+    shipped: bool  # from a committed folder (reference/, study/, evidence/), not a local run
     created: float
     made: dict = field(default_factory=dict)  # how the run was made (device, threads, torch, half, command)
     files: dict = field(default_factory=dict)  # file name -> SHA-256, as run.json lists them when opened
@@ -304,7 +304,7 @@ class Store:
         if made is not None:
             meta["made"] = made
         _write_json(run.path / "run.json", {**meta, "digest": _digest(meta)})
-        return _open_run(run.path, run.is_reference)
+        return _open_run(run.path, run.shipped)
 
     def cached(self, name: str, key: str, compute, check=None):
         """compute()'s JSON value, kept in <store>/cache/<name>-<key>.json (a shipped one may sit in
@@ -525,7 +525,7 @@ def _why(e: BaseException) -> str:
     return text
 
 
-def _open_run(path: Path, is_reference: bool, manifest: dict | None = None, name: str | None = None) -> Run:
+def _open_run(path: Path, shipped: bool, manifest: dict | None = None, name: str | None = None) -> Run:
     """Open one run folder; a StoreError (or any error: the caller names the run) if it is not a
     valid, unedited run. name: the run id the folder must hold (default: the folder's name)."""
     raw = _read_regular(path / "run.json")
@@ -559,7 +559,7 @@ def _open_run(path: Path, is_reference: bool, manifest: dict | None = None, name
     if config.run_id != (name or path.name) or sorted(files) not in (sorted(FILES), sorted(LIGHT_FILES)):
         raise StoreError("folder name and config disagree; the run was moved or edited")
     made = meta.get("made") if isinstance(meta.get("made"), dict) else {}
-    return Run(config.run_id, config, metrics, path, is_reference, float(created), made, dict(files))
+    return Run(config.run_id, config, metrics, path, shipped, float(created), made, dict(files))
 
 
 def _checked_metrics(metrics) -> dict:

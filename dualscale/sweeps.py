@@ -43,6 +43,7 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
     """Train and evaluate one config in this process; return what the store keeps, as numpy."""
     import torch
 
+    from .events import drain
     from .runs import evaluated, single_record
     from .system import resolve_device
     from .train import fit
@@ -51,13 +52,7 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
     config = TrainConfig.from_json(config_json)
     dev = resolve_device(device)
     trained = fit(config, dev)
-    phases = evaluated(trained, config, half, light)
-    while True:
-        try:
-            next(phases)
-        except StopIteration as end:
-            ev = end.value
-            break
+    ev = drain(evaluated(trained, config, half, light))
     rec = single_record(config, trained, ev, dev, half, light)
     weights = None if rec.weights is None else {
         which: {k: v.detach().cpu().numpy() for k, v in sd.items()} for which, sd in rec.weights.items()}

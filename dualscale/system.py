@@ -160,7 +160,7 @@ def lower_priority(pid: int, niceness: int = 10) -> None:
 
 
 @contextlib.contextmanager
-def precision(name: str, device):
+def arithmetic(name: str, device):
     """fp32 (default, untouched), tf32 (CUDA matmuls in TF32) or bf16 (autocast to bfloat16)."""
     if name == "fp32":
         yield

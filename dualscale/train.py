@@ -18,9 +18,9 @@ import torch
 from .config import TrainConfig
 from .data import make_dataset
 from .diffusion import NoiseSchedule, sample
-from .events import Progress, TrainingFailed
+from .events import Progress, TrainingFailed, drain
 from .models import Denoiser, build_model
-from .system import keep_freed_memory, precision
+from .system import keep_freed_memory, arithmetic
 
 
 @dataclass
@@ -204,7 +204,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     """
     config.validate()
     device = torch.device(device)
-    with precision(config.compute_precision, device):  # tf32 on a CPU: refused before any work
+    with arithmetic(config.compute_precision, device):  # tf32 on a CPU: refused before any work
         pass
     if device.type == "cpu":
         keep_freed_memory()
@@ -221,7 +221,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
     opt = make_optimizer(params, config, device)
 
     def step(x0, t, eps):  # loss, gradients, clipping, AdamW: everything per step on the device
-        with precision(config.compute_precision, device):
+        with arithmetic(config.compute_precision, device):
             return _step(x0, t, eps)
 
     def _step(x0, t, eps):
@@ -275,12 +275,7 @@ def train(config: TrainConfig, device: str | torch.device = "cpu", every: int | 
 
 def fit(config: TrainConfig, device: str | torch.device = "cpu", **kw) -> Trained:
     """train() to the end, without its progress events."""
-    gen = train(config, device, **kw)
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            return end.value
+    return drain(train(config, device, **kw))
 
 
 @torch.inference_mode()

@@ -13,17 +13,19 @@ st.title("alpha(t)")
 runs = common.all_runs()
 adaptive = [r for r in runs if r.config.variant == "adaptive" and common.same_config_settings(r.config, sel.settings)]
 st.subheader("alpha(t) of the adaptive runs")
-st.caption(f"Runs with {common.settings_label(sel.settings)}; every seed is a curve, grouped by dataset.")
+st.caption(f"Runs with {common.settings_label(sel.settings)}: per dataset the mean over its seeds with a band of ± one "
+           "sd; switch on every seed's own curve below.")
 if note := common.left_out([r for r in runs if r.config.variant == "adaptive"], sel.settings):
     st.caption(note)
 if adaptive:
     datasets = sorted({r.config.dataset for r in adaptive})
     chosen = st.multiselect("Datasets", datasets, default=datasets, key="alpha_datasets")
+    per_seed = st.toggle("Every seed's curve", key="alpha_per_seed")
     curves = [{"dataset": r.config.dataset, "alpha": alpha,
                "label": f"{r.config.dataset} seed {r.config.seed} ({r.config.steps:,} steps)"}
               for r in adaptive if r.config.dataset in chosen
               if (alpha := common.load(r, "alpha")) is not None]
-    st.plotly_chart(alpha_curves(curves), key="alpha_curves")
+    st.plotly_chart(alpha_curves(curves, per_seed), key="alpha_curves")
     st.caption("alpha = 1: only the global branch; 0: only the local (upscaled-input) branch. "
                "Hover a curve for its values.")
 else:

@@ -96,7 +96,9 @@ def all_runs() -> list:
 
 
 def same_config_settings(a: TrainConfig, b: TrainConfig) -> bool:
-    return all(getattr(a, k) == getattr(b, k) for k in SETTINGS)
+    from dualscale.config import same_settings as same
+
+    return same(a, b)
 
 
 def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
@@ -106,7 +108,7 @@ def pick_run(dataset: str, variant: str, settings: TrainConfig, runs=None):
             if r.config.dataset == dataset and r.config.variant == variant and same_config_settings(r.config, settings)]
     if not runs:
         return None
-    return max(runs, key=lambda r: (r.config.seed == settings.seed, r.is_reference, stamp(r)))
+    return max(runs, key=lambda r: (r.config.seed == settings.seed, r.shipped, stamp(r)))
 
 
 def left_out(runs, settings: TrainConfig, dataset: str | None = None) -> str:
@@ -130,16 +132,17 @@ def same_settings(frame, settings: TrainConfig):
 
 def settings_label(settings: TrainConfig) -> str:
     """'the reference settings', or what differs from them."""
-    ref = TrainConfig()
-    changed = [f"{k} {getattr(settings, k)}" for k in SETTINGS if getattr(settings, k) != getattr(ref, k)]
-    return "the reference settings" if not changed else ", ".join(changed)
+    from dualscale.config import changed_settings
+
+    changed = changed_settings(settings)
+    return "the reference settings" if not changed else ", ".join(f"{k} {v}" for k, v in changed.items())
 
 
 def describe(run, seed: int | None = None) -> str:
     """Which run a panel shows: seed, length, origin and id (the variant is the panel's name); says
     so when it is not the sidebar's seed."""
     c = run.config
-    origin = f"shipped {run.path.parent.name}" if run.is_reference else "local"
+    origin = f"shipped {run.path.parent.name}" if run.shipped else "local"
     other = f" (seed {seed} is not stored)" if seed is not None and seed != c.seed else ""
     light = ", light: no trajectory" if run.light else ""
     return f"seed {c.seed}{other}, {c.steps:,} steps ({origin} run `{run.id}`{light})"

@@ -4,8 +4,8 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import METRICS, VARIANTS
-from dualscale.paper import TITLES, metrics_frame, table
-from dualscale.plots import PAGE_ORDER, compact_html, marked_tables
+from dualscale.paper import TITLES, is_reference, metrics_frame, table
+from dualscale.plots import JUDGED_PAPER, PAGE_ORDER, compact_html, marked_tables
 from dualscale.stats import winners
 from views import common
 
@@ -56,9 +56,12 @@ st.caption(f"{len(same)} runs with the sidebar's training settings ({common.sett
 
 present = {d: set(g.variant) for d, g in same.groupby("dataset")} if len(same) else {}
 judged = [c for c in common.settings_comparisons(common.verdict(), sel.settings)
-          if c.metric in ("kl_divergence", "eval_loss")]
+          if c.metric in JUDGED_PAPER]
 marks = winners(judged, present) if len(same) else {}
-tables = marked_tables({v: table(same, v) for v in VARIANTS}, marks)
+at_paper = is_reference({k: getattr(sel.settings, k) for k in common.SETTINGS})
+tables = marked_tables({v: table(same, v) for v in VARIANTS}, marks, paper=at_paper)
+if not at_paper:
+    st.caption("The paper's values are not shown beside runs of other settings: they would compare unlike with unlike.")
 for variant in VARIANTS:
     st.subheader(TITLES[variant])
     if tables[variant].empty:

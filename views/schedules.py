@@ -10,13 +10,14 @@ from dualscale.paper import metrics_frame
 from dualscale.forest import forest
 from dualscale.plots import schedule_curves, start_kl
 from dualscale.sentences import dataset_sentence
+from dualscale import stats
 from dualscale.stats import SCHEDULE_FIELDS, compare_schedules, schedule_label
 from views import common
 
 SHOWN = {"linear": dict(beta_schedule="linear"), "linear, beta_end 0.05": dict(beta_end=0.05),
          "linear, beta_end 0.1": dict(beta_end=0.1), "cosine": dict(beta_schedule="cosine"),
          "zero_snr, v": dict(beta_schedule="zero_snr", prediction="v")}
-JUDGED = ["kl_divergence", "sliced_w2", "precision", "recall"]
+JUDGED = [m for m in stats.JUDGED if m != "eval_loss"]  # under v-prediction the eval loss measures another target
 
 
 @st.cache_data(show_spinner=False)

@@ -10,7 +10,7 @@ import time
 import numpy as np
 import streamlit as st
 
-from dualscale import METRICS
+from dualscale import METRICS, TrainConfig
 from dualscale.events import PHASES
 from dualscale.runner import JobStatus
 from dualscale.plots import alpha_preview, live_loss, loss_curves, sample_panels
@@ -36,14 +36,19 @@ def fmt_seconds(s: float | None) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
+TILES = 5  # metric tiles per row
+
+
 def stored_panel(run) -> None:
     """A stored config: its numbers at once, and training again only on request."""
     m = run.metrics
     st.success(f"Stored: loaded instantly, no training needed ({run.config.variant}, "
                f"{common.describe(run)}, trained on {m.get('device', '?')}).")
     shown = [spec for name, spec in METRICS.items() if name in m]
-    for col, spec in zip(st.columns(len(shown)), shown):
-        col.metric(spec.label, spec.format(m[spec.name]), help=spec.help)
+    for row in range(0, len(shown), TILES):  # rows of TILES: every label fits at 1440 px
+        for col, spec in zip(st.columns(TILES), shown[row:row + TILES]):
+            unit = f" ({spec.unit})" if spec.unit and spec.unit not in spec.short else ""
+            col.metric(spec.short + unit, spec.format(m[spec.name]), help=f"{spec.label}: {spec.help}")
     st.plotly_chart(loss_curves({run.config.variant: common.load(run, "loss_history")}),
                     key="stored_loss")
     if st.button("Retrain", help="Train this configuration again and replace the stored run"):
@@ -88,13 +93,28 @@ def live_run(status: JobStatus, info: dict) -> None:
             evaluation_phases(status)
         cols = st.columns(4)
         cols[0].metric("steps/s", f"{status.steps_per_s:.1f}" if status.steps_per_s else "–")
-        cols[1].metric("ETA", fmt_seconds(status.eta_s))
+        cols[1].metric("ETA", fmt_seconds(eta_with_evaluation(status, c)),
+                       help="The training still to go at the current speed, and the evaluation after it "
+                            "(eval loss, sampling, oracle start, metrics) as long as stored runs like it took")
         cols[2].metric("loss", f"{status.losses[-1]:.4f}" if status.losses else "–")
         cols[3].metric("elapsed", fmt_seconds(status.elapsed))
         if status.malformed:
             st.caption(f":material/warning: {status.malformed} malformed lines in this run's progress file were "
                        "ignored.")
         live_charts(status, c.get("dataset"), c.get("variant", "samples"))
+
+
+def eta_with_evaluation(status: JobStatus, config: dict) -> float | None:
+    from dualscale.settle import run_seconds, timed_runs
+
+    try:
+        seconds = run_seconds(timed_runs(common.all_runs())[0], TrainConfig.from_dict(config))
+    except (ValueError, TypeError):
+        seconds = None
+    evaluation = seconds[1] if seconds else 0.0
+    if status.state == "evaluating":
+        return max(0.0, evaluation * (1 - (status.phase_index - 1) / len(PHASES)))
+    return None if status.eta_s is None else status.eta_s + evaluation
 
 
 def evaluation_phases(status: JobStatus) -> None:

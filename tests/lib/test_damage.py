@@ -29,7 +29,7 @@ def test_scan_keeps_every_good_run_once_and_names_each_damaged_one(damaged):
     ids = [r.id for r in runs]
     assert sorted(ids) == sorted(set(ids)) and GOOD <= set(ids)  # one id, one run
     dup = next(r for r in runs if r.id == kinds["duplicate"])
-    assert not dup.is_reference  # the local run replaces the shipped one
+    assert not dup.shipped  # the local run replaces the shipped one
     for kind, reason in REASONS.items():
         assert reason in problems[kinds[kind]], (kind, problems.get(kinds[kind]))
     assert kinds["fifo"] in ids  # its run.json is fine; the FIFO is met when its arrays are read

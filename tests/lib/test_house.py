@@ -146,11 +146,12 @@ def test_a_metric_added_to_the_registry_reaches_every_table(monkeypatch):
     assert values["spread"] == pytest.approx(np.std(samples)) and "kl_divergence" in values
 
     @dataclasses.dataclass
-    class FakeRun:  # the three fields metrics_frame reads, nothing else
+    class FakeRun:  # the fields metrics_frame reads, nothing else
         id: str
         config: TrainConfig
         metrics: dict
-        is_reference: bool = False
+        shipped: bool = False
+        path: Path = Path("local/run")
 
     runs = [FakeRun(f"r{v}", TrainConfig(dataset="moons", variant=v),
                     {**{m: value for m in PAPER_METRICS}, "spread": 0.5}) for v, value in (("baseline", 1.0), ("fixed", 0.9))]

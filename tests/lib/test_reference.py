@@ -17,7 +17,7 @@ def runs():
     for v in VARIANTS:
         for d in PAPER_DATASETS:
             run = store.find(TrainConfig(dataset=d, variant=v, seed=0))
-            assert run is not None and run.is_reference, f"missing shipped run {d}/{v}"
+            assert run is not None and run.shipped, f"missing shipped run {d}/{v}"
             found[d, v] = run
     return found
 
@@ -110,7 +110,7 @@ def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs():
 
     from dualscale.stats import CACHE_NAME, JUDGED, Verdicts, runs_key, verdict_of
 
-    runs = [r for r in Store(REFERENCE).runs() if r.is_reference]
+    runs = [r for r in Store(REFERENCE).runs() if r.shipped]
     key = runs_key(runs, JUDGED)
     shipped = REFERENCE / "reference" / "cache" / f"{CACHE_NAME}-{key}.json"
     assert shipped.is_file(), "re-make the shipped verdict cache (README: The run store)"

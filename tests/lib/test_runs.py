@@ -403,7 +403,7 @@ def test_light_runs_keep_samples_alpha_losses_and_metrics(adaptive_run, store, t
     run = store.find(adaptive_run[0])
     Store(tmp_path).save_light(run, root=tmp_path / "reference")
     light = Store(tmp_path).find(run.config)
-    assert light.is_reference and light.light and not run.light
+    assert light.shipped and light.light and not run.light
     assert light.metrics == run.metrics and light.made == {**run.made, "light": True} and run.made["half"] is False
     np.testing.assert_array_equal(light.samples(), run.samples())
     np.testing.assert_array_equal(light.alpha(), run.alpha())
@@ -452,7 +452,7 @@ def test_cli_export_writes_light_copies_once(cli, adaptive_run, store, tmp_path)
     r = cli("export", "--to", tmp_path / "reference", store=store.root)
     assert r.returncode == 0, r.stderr
     light = Store(tmp_path).find(adaptive_run[0])
-    assert light.light and light.is_reference and light.made["half"] is False
+    assert light.light and light.shipped and light.made["half"] is False
     assert light.made["command"].startswith("python -m dualscale train --config '")  # not the reference settings
     before = (light.path / "run.json").stat().st_mtime_ns
     assert cli("export", "--to", tmp_path / "reference", store=store.root).returncode == 0

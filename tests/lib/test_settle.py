@@ -23,7 +23,7 @@ def fake_runs(values: dict) -> list:
     for (dataset, variant), kls in values.items():
         for seed, kl in enumerate(kls):
             config = TrainConfig(dataset=dataset, variant=variant, seed=seed)
-            out.append(SimpleNamespace(id=config.run_id, config=config, is_reference=False,
+            out.append(SimpleNamespace(id=config.run_id, config=config, shipped=False,
                                        metrics={"kl_divergence": kl, "eval_loss": 0.6, "training_time": 1.0,
                                                 "inference_time": 1.0}))
     return out
