@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from . import events
 from .config import SELECTION, VARIANTS, TrainConfig, bounds_text, fields, training_settings
-from .data import DATASETS, PAPER_DATASETS
+from .data import PAPER_DATASETS
 from .metrics import METRICS
 from .paper import PAPER_TEXT
 from .events import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_FAILED, EXIT_LOCKED, Cancelled, TrainingFailed
@@ -78,7 +78,10 @@ def settings_args(p: argparse.ArgumentParser, plural: bool, engine: bool = False
 
 
 def store_args(p: argparse.ArgumentParser) -> None:
-    """Where runs are stored and how: device, store, float16 weights, light runs."""
+    """Where runs are stored and how: device, store, float16 weights, light runs, your own data."""
+    p.add_argument("--data-file", metavar="CSV", help="your own point cloud: a CSV of two numeric columns x, y "
+                   "(optional header); kept in the store under its content hash and used as the dataset "
+                   "(named <file stem>-<hash>)")
     p.add_argument("--device", default="auto", help=f"one of {', '.join(DEVICES)} (auto: cuda, mps, cpu)")
     p.add_argument("--store", default="checkpoints", help="run store folder (default: %(default)s)")
     p.add_argument("--half", action="store_true", help="store float16 weights (metrics computed from them)")
@@ -121,7 +124,7 @@ def parser() -> argparse.ArgumentParser:
     se = sub.add_parser("settle", help="add seeds until the primary family (or --metric's) is decided, or the "
                         "budget is spent; resumable: stored runs are never retrained")
     se.add_argument("--datasets", "--dataset", dest="dataset", nargs="+", default=list(PAPER_DATASETS),
-                    choices=list(DATASETS), metavar="DATASET", help="datasets to settle (default: the paper's four)")
+                    metavar="DATASET", help="datasets to settle (default: the paper's four)")
     se.add_argument("--metric", default="kl_divergence", choices=[m for m, spec in METRICS.items() if spec.margin],
                     help="the metric whose family is settled (default: %(default)s, the primary family)")
     se.add_argument("--budget-seeds", type=int, default=100, help="stop when the open comparisons have this many "
@@ -184,7 +187,31 @@ def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
     return final
 
 
+def user_data(a) -> str | None:
+    """--data-file: read and check the CSV (one line if it is bad; nothing stored), name the dataset
+    by its content and make its points known here; Store.save_data keeps them once a run starts."""
+    if not a.data_file:
+        return None
+    from . import userdata
+
+    points = userdata.read_csv(a.data_file)
+    name = userdata.name_of(points, Path(a.data_file).name)
+    userdata.register(name, points)
+    a.user_points = points
+    return name
+
+
+def keep_user_data(a, store: Store) -> None:
+    if getattr(a, "user_points", None) is not None:
+        store.check_writable()
+        store.save_data(a.user_points, Path(a.data_file).name)
+
+
 def cmd_train(a) -> int:
+    if (name := user_data(a)) is not None:
+        if a.config is not None:
+            raise ValueError("--data-file names the dataset itself; leave it out of --config")
+        a.dataset = name
     if a.config is not None:
         config = TrainConfig.from_json(a.config)
     else:
@@ -201,6 +228,7 @@ def cmd_train(a) -> int:
         torch.set_num_threads(a.threads)
     store = Store(a.store)
     store.check_writable()
+    keep_user_data(a, store)
     ev = run_one(config, store, a, previews=a.previews)
     print(json.dumps({k: v for k, v in ev.items() if k != "event"}), flush=True)
     return 0
@@ -310,10 +338,14 @@ def engine(a, store: Store):
 def cmd_reproduce(a) -> int:
     from .paper import experiment, is_reference, metrics_frame, report
 
+    if (name := user_data(a)) is not None:
+        a.dataset = [name]
     seeds = list(dict.fromkeys(s for group in a.seed for s in (group if isinstance(group, list) else [group])))
     configs = experiment(seeds, a.dataset, a.variant, **settings(a))  # all validated up front
     store = Store(a.store)
-    engine(a, store)(configs)
+    run = engine(a, store)
+    keep_user_data(a, store)
+    run(configs)
     frame = metrics_frame([store.find(c) for c in configs])
     out = str(Path(a.out).resolve()) if a.out else "tables"  # --out is relative to here, the default to the store
     tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
@@ -333,11 +365,14 @@ def cmd_settle(a) -> int:
 
     if a.budget_seeds < 2 or a.batch < 1:
         raise ValueError(f"--budget-seeds must be >= 2 and --batch >= 1, got {a.budget_seeds} and {a.batch}")
+    if (name := user_data(a)) is not None:
+        a.dataset = [name]
     target = TrainConfig(**settings(a)).validate()
     for d in a.dataset:
         TrainConfig(**{**target.to_dict(), "dataset": d}).check_resources()
     store = Store(a.store)
     run = engine(a, store)
+    keep_user_data(a, store)
     print(f"settling the {family_label(a.metric)} family on {', '.join(a.dataset)}, at most {a.budget_seeds} seeds, "
           f"{a.batch} per round", file=sys.stderr)
     with tqdm(total=0, desc="settle", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
@@ -524,6 +559,9 @@ def main(argv=None) -> int:
     a = parser().parse_args(argv)
     a.argv = argv
     signal.signal(signal.SIGTERM, on_sigterm)
+    if getattr(a, "store", None):  # this store's user datasets, for this process and its workers
+        data = str(Path(a.store).resolve() / "data")
+        os.environ["DUALSCALE_DATA"] = os.pathsep.join(filter(None, [data, os.environ.get("DUALSCALE_DATA")]))
     from .sweeps import SweepLost
 
     try:

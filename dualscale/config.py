@@ -16,6 +16,7 @@ import re
 from dataclasses import dataclass, field
 
 from .data import DATASETS
+from .userdata import is_user_dataset
 from .schedules import BETA_END, BETA_SCHEDULES, BETA_START, PREDICTIONS, USES_BETA_END, ZERO_TERMINAL_SNR
 
 VARIANTS = ("baseline", "fixed", "adaptive")
@@ -231,8 +232,9 @@ def bounds_text(f: dataclasses.Field) -> str | None:
 def _check(f: dataclasses.Field, value) -> None:
     m, name = f.metadata, f.name
     if m["choices"] is not None:
-        if value not in m["choices"]:
-            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(m['choices'])}")
+        if value not in m["choices"] and not (name == "dataset" and is_user_dataset(value)):
+            raise ValueError(f"unknown {name} {value!r}; choose one of: {', '.join(m['choices'])}"
+                             + (" (or your own: --data-file)" if name == "dataset" else ""))
         return
     if f.type == "int" and (not isinstance(value, int) or isinstance(value, bool)):
         raise ValueError(f"{name} must be a whole number, got {value!r}")

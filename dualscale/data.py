@@ -64,13 +64,18 @@ def dozen(shape: str, n: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def make_dataset(name: str, n: int = 100_000, seed: int = 42) -> np.ndarray:
-    """Points of dataset `name`: float32 (n, 2). seed=42 gives the reference's points."""
-    if name not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)}")
+    """Points of dataset `name`: float32 (n, 2). seed=42 gives the reference's points. A user's
+    dataset (`<label>-<hash>`, userdata.py) is drawn from its stored points."""
+    from . import userdata
+
+    if name not in DATASETS and not userdata.is_user_dataset(name):
+        raise ValueError(f"unknown dataset {name!r}; choose one of: {', '.join(DATASETS)} (or your own: --data-file)")
     if not isinstance(n, int) or n <= 0:
         raise ValueError(f"n must be a positive whole number, got {n!r}")
     rng = np.random.default_rng(seed)
-    if name == "moons":
+    if userdata.is_user_dataset(name):
+        points = userdata.training_points(name, n, seed)
+    elif name == "moons":
         points = moons(n, seed)  # scikit-learn seeds itself; the reference passed random_state=42
     elif name in ("line", "circle"):
         points = {"line": line, "circle": circle}[name](n, rng)

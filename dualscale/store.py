@@ -332,6 +332,38 @@ class Store:
             pass
         return value
 
+    # ---- your own data --------------------------------------------------------------------
+    def save_data(self, points: np.ndarray, label: str) -> str:
+        """Keep a user's points under their content hash (<root>/data/<hash>.npy and .json, written
+        atomically, once); return the dataset's name, `<label>-<hash>` (userdata.py)."""
+        from . import userdata
+
+        points = userdata.check(np.asarray(points, dtype=np.float64))
+        name = userdata.name_of(points, label)
+        digest = name.rsplit("-", 1)[1]
+        folder = self.root / "data"
+        folder.mkdir(parents=True, exist_ok=True)
+        if not (folder / f"{digest}.npy").is_file():
+            import io
+
+            buf = io.BytesIO()
+            np.save(buf, points, allow_pickle=False)
+            _atomic_write(folder / f"{digest}.npy", buf.getvalue())
+        _write_json(folder / f"{name}.json", {"name": name, "points": len(points)})
+        userdata.register(name, points)
+        return name
+
+    def datasets(self) -> list[str]:
+        """The user datasets this store holds (data/<name>.json beside data/<hash>.npy)."""
+        from . import userdata
+
+        folder = self.root / "data"
+        names = sorted(p.stem for p in folder.glob("*.json")) if folder.is_dir() else []
+        return [n for n in names if userdata.is_user_dataset(n) and (folder / f"{n.rsplit('-', 1)[1]}.npy").is_file()]
+
+    def data_folder(self) -> Path:
+        return self.root / "data"
+
     def write_manifest(self, folder: str) -> Path:
         """<root>/<folder>/MANIFEST.json: the SHA-256 of every run.json there, so that a shipped run
         written before runs carried their own digest still shows an edit."""

@@ -39,8 +39,9 @@ def die_with_parent(parent: int) -> None:
 
 
 def run_remote(config_json: str, device: str = "auto", half: bool = False, threads: int = 1,
-               light: bool = False) -> dict:
-    """Train and evaluate one config in this process; return what the store keeps, as numpy."""
+               light: bool = False, data=None) -> dict:
+    """Train and evaluate one config in this process; return what the store keeps, as numpy.
+    data: a user dataset's points (a Dask worker may not see the store's data folder)."""
     import torch
 
     from .events import drain
@@ -50,6 +51,10 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
 
     torch.set_num_threads(threads)
     config = TrainConfig.from_json(config_json)
+    if data is not None:
+        from .userdata import register
+
+        register(config.dataset, data)
     dev = resolve_device(device)
     trained = fit(config, dev)
     ev = drain(evaluated(trained, config, half, light))
@@ -158,8 +163,11 @@ RETRIES = 2  # times a sweep re-runs the runs of a worker process that died (kil
 def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
     from joblib import Parallel, delayed
 
+    from .userdata import is_user_dataset, points_of
+
+    data = {c.dataset: points_of(c.dataset) for c in configs if is_user_dataset(c.dataset)}
     with _backend(cluster, min(jobs, len(configs))):
-        tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light) for c in configs)
+        tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light, data.get(c.dataset)) for c in configs)
         for result in Parallel(return_as="generator_unordered")(tasks):
             config = TrainConfig.from_json(result["config"])
             run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,

@@ -98,7 +98,7 @@ def test_a_settle_killed_mid_batch_retrains_nothing_and_ends_with_the_same_numbe
 
 def test_settle_refuses_bad_input_in_one_line(cli, tmp_path):
     for args, message in ((["--budget-seeds", "1"], "--budget-seeds must be >= 2"),
-                          (["--datasets", "nope"], "invalid choice"),
+                          (["--datasets", "nope"], "unknown dataset 'nope'"),
                           (["--metric", "training_time"], "invalid choice")):
         r = cli("settle", *args, store=tmp_path)
         assert r.returncode == 2 and message in r.stderr, r.stderr
