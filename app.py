@@ -132,5 +132,6 @@ pages = [
     st.Page("views/samples.py", title="Samples", icon=":material/scatter_plot:"),
     st.Page("views/alpha.py", title="alpha(t)", icon=":material/show_chart:", url_path="alpha"),
     st.Page("views/schedules.py", title="Schedules", icon=":material/timeline:"),
+    st.Page("views/inside.py", title="Inside", icon=":material/hub:"),
 ]
 st.navigation(pages).run()

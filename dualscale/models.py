@@ -201,6 +201,17 @@ class Denoiser(nn.Module):
         alpha = alpha[t] if isinstance(t, int) else alpha[t][:, None]
         return l + alpha * (g - l)
 
+    def branch_outputs(self, x: torch.Tensor, t: int) -> dict:
+        """The parts of forward(x, t) apart: {"global": g, "local": l, "alpha": alpha(t), "mix": the
+        output} for a dual model; a baseline's one branch is its "mix" (no global/local/alpha)."""
+        t_table, alpha = self.tables()
+        if self.variant == "baseline":
+            return {"global": None, "local": None, "alpha": None, "mix": self.branches(x[None], t_table, t)[0]}
+        local = x @ self.upscale.weight[:N_UPSCALED].T + self.upscale.bias[:N_UPSCALED]
+        g, l = self.branches(torch.stack([x, local]), t_table, t)
+        a = alpha[t]
+        return {"global": g, "local": l, "alpha": a, "mix": l + a * (g - l)}
+
     @torch.no_grad()
     def mse_and_grads(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """loss = MSE(forward(xt, t), eps), and every parameter's .grad written (not accumulated).

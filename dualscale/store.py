@@ -98,6 +98,12 @@ class Run:
             return np.repeat(arrays["losses"], int(arrays["loss_block"]))[:self.config.steps]
         return arrays["losses"]
 
+    def eval_loss_by_t(self) -> np.ndarray | None:
+        """(T,) the network's MSE at each timestep on the fixed evaluation set; None for runs stored
+        before it was recorded (rescore adds it to those with weights)."""
+        arrays = self._arrays("arrays.npz")
+        return arrays["eval_loss_by_t"].astype(np.float64) if "eval_loss_by_t" in arrays else None
+
     def trajectory(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(frame labels, (T+1, P, 2) points) of the reverse process; None for a light run."""
         arrays = self._arrays("arrays.npz")

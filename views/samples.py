@@ -45,6 +45,11 @@ st.markdown(f"**{sel.dataset}**: {n:,} generated points per model over the real 
             "Drag to zoom (all panels follow), double-click to reset.")
 st.plotly_chart(scatter, key="samples_scatter")
 st.subheader("Reverse process")
-st.caption("From pure noise (largest t) to data (t = 0), a thinned subset of points. "
-           "Drag the timestep slider or press Play.")
+seeds = {r.config.seed for r in shown.values() if r}
+same = ("The variants start from **the same x_T** (seed {0} draws the same noise for each: the same batches, t and "
+        "noise in training, then the same sampling draws), so the differences between the panels come from the "
+        "models alone.").format(next(iter(seeds))) if len(seeds) == 1 else \
+    "The panels show runs of different seeds, so they start from different noise: choose a seed all three have."
+st.caption("From pure noise (largest t) to data (t = 0), a thinned subset of points. Drag the timestep slider or "
+           "press Play. " + same)
 st.plotly_chart(animation, key="samples_trajectory")

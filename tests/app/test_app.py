@@ -407,6 +407,35 @@ def test_every_page_draws_the_good_runs_of_a_damaged_store(damaged, monkeypatch)
     assert "not a regular file" in texts(at.warning)
 
 
+def test_inside_page_draws_where_in_t_and_the_branches_at_a_chosen_t(app, store_root):
+    use_small_settings(app)
+    select(app, dataset="moons", variant="adaptive", seed=0)
+    page(app, "inside")
+    where, field = figure(app, 0), figure(app, 1)
+    names = [t.get("name") for t in where["data"] if t.get("name")]
+    assert "adaptive − baseline (2 seeds)" in names and any(n.startswith("alpha(t), 2 adaptive seeds") for n in names)
+    store = Store(store_root)
+    a, b = (store.find(small_config("moons", v, s)).eval_loss_by_t() for v, s in (("adaptive", 0), ("baseline", 0)))
+    a1, b1 = (store.find(small_config("moons", v, 1)).eval_loss_by_t() for v in ("adaptive", "baseline"))
+    line = next(t for t in where["data"] if t.get("name") == "adaptive − baseline (2 seeds)")
+    np.testing.assert_allclose(values(line["y"]), ((a - b) + (a1 - b1)) / 2, rtol=1e-6)
+    titles = [x["text"] for x in field["layout"]["annotations"]]
+    assert titles[0].startswith("global branch (weight") and titles[2] == "their mix: the model"
+    app.slider(key="inside_t").set_value(3)
+    ok(app.run())
+    assert "At t = 3" in texts(app.caption)
+
+
+def test_samples_say_the_three_variants_start_from_the_same_noise(app, store_root):
+    use_small_settings(app)
+    select(app, dataset="moons", seed=0)
+    page(app, "samples")
+    assert "start from **the same x_T**" in texts(app.caption)
+    store = Store(store_root)
+    starts = [store.find(small_config("moons", v, 0)).trajectory()[1][0] for v in ("baseline", "fixed", "adaptive")]
+    assert all(np.array_equal(starts[0], s) for s in starts[1:])
+
+
 def test_alpha_page_draws_curves_per_dataset_and_loss_per_variant(app, store_root):
     use_small_settings(app)
     select(app, dataset="moons")

@@ -93,3 +93,41 @@ def test_rescore_check_recomputes_every_metric_and_reports_what_differs(tmp_path
     assert "1 stored metric(s) differ" in differs.stdout
     nothing = cli("rescore", store=tmp_path)
     assert nothing.returncode == 0 and "nothing to rescore" in nothing.stdout
+
+
+@pytest.mark.parametrize("variant", ["baseline", "fixed", "adaptive"])
+def test_the_branch_view_mix_is_the_models_output(variant):
+    from dualscale.inside import branch_field
+    from dualscale.models import build_model
+    from dualscale.train import make_schedule
+
+    torch.manual_seed(0)
+    config = TrainConfig(dataset="moons", variant=variant)
+    model, schedule = build_model(config).eval(), make_schedule(config)
+    with torch.no_grad():  # a trained-like alpha(t) that is not 0.5 everywhere
+        if variant == "adaptive":
+            for p in model.weight_net.parameters():
+                p.add_(0.3 * torch.randn_like(p))
+    for t in (0, 37, 99):
+        field = branch_field(model, schedule, t, lim=4.0, n=9)
+        x = torch.from_numpy(field["grid"])
+        expected = schedule.predict_x0(x, model(x, t), t).detach().numpy()
+        np.testing.assert_allclose(field["mix"], expected, rtol=1e-5, atol=1e-5)
+        if variant != "baseline":
+            a = field["alpha"]
+            np.testing.assert_allclose(field["mix"], a * field["global"] + (1 - a) * field["local"], rtol=1e-4, atol=1e-4)
+            assert variant == "adaptive" or a == 0.5
+        else:
+            assert set(field) == {"grid", "alpha", "mix"}
+
+
+def test_per_timestep_differences_pair_by_seed():
+    from dualscale.inside import per_timestep
+
+    a = {s: np.full(4, 1.0 + 0.1 * s) for s in range(5)}
+    b = {s: np.full(4, 1.0 + 0.1 * s) - [0.0, 0.01, 0.02, 0.03] for s in range(6)}
+    d = per_timestep(a, b)
+    assert d["seeds"] == [0, 1, 2, 3, 4]
+    np.testing.assert_allclose(d["mean"], [0.0, 0.01, 0.02, 0.03])
+    np.testing.assert_allclose(d["low"], d["mean"]) and np.testing.assert_allclose(d["high"], d["mean"])
+    assert per_timestep({0: np.ones(3)}, {0: np.ones(3)}) is None

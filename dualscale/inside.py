@@ -1,0 +1,120 @@
+"""Inside the models: where in t a variant lowers the loss, and what each branch does.
+
+- `per_timestep(runs_a, runs_b)`: the paired difference of the stored `eval_loss_by_t` (a - b)
+  over the seeds both have, per timestep: mean and a descriptive 95% t-interval at each t.
+- `branch_field(model, schedule, t, lim)`: on a grid over the plane at timestep t, the predicted
+  clean point x0_hat of the global branch, the local branch and their mix alpha(t) g + (1 -
+  alpha(t)) l (which is the model's output, tested).
+The figures are plain Plotly, no Streamlit (the Inside page draws them).
+"""
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+
+def per_timestep(runs_a: dict, runs_b: dict) -> dict | None:
+    """runs_a, runs_b: seed -> (T,) eval loss per timestep. -> {"seeds", "mean", "low", "high"} of
+    a - b at each t over the common seeds (descriptive t-interval per t), or None below 2 seeds."""
+    from scipy import stats
+
+    seeds = sorted(set(runs_a) & set(runs_b))
+    if len(seeds) < 2:
+        return None
+    d = np.stack([np.asarray(runs_a[s], dtype=float) - np.asarray(runs_b[s], dtype=float) for s in seeds])  # (n, T)
+    mean, se = d.mean(0), d.std(0, ddof=1) / np.sqrt(len(seeds))
+    half = stats.t.ppf(0.975, len(seeds) - 1) * se
+    return {"seeds": seeds, "mean": mean, "low": mean - half, "high": mean + half}
+
+
+def where_figure(diffs: dict[str, dict], alphas: list[np.ndarray]) -> go.Figure:
+    """Top: for each pair ("adaptive − baseline", ...), the paired eval-loss difference per timestep
+    with its band; below zero the first variant predicts the noise better there. Bottom: alpha(t)'s
+    mean and spread over the adaptive seeds, on the same t axis."""
+    colors = {"adaptive − baseline": "#16a085", "adaptive − fixed": "#8e44ad", "fixed − baseline": "#e67e22"}
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.08,
+                        subplot_titles=["eval loss a − b at each timestep (paired by seed; band: 95% t-interval)",
+                                        "alpha(t): the global branch's weight (mean ± sd over seeds)"])
+    for name, d in diffs.items():
+        if d is None:
+            continue
+        t = np.arange(len(d["mean"]))
+        color = colors.get(name, "#2c3e50")
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([d["high"], d["low"][::-1]]),
+                                 fill="toself", fillcolor=_fade(color), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False, legendgroup=name), row=1, col=1)
+        fig.add_trace(go.Scatter(x=t, y=d["mean"], mode="lines", name=f"{name} ({len(d['seeds'])} seeds)",
+                                 line={"color": color, "width": 2}, legendgroup=name,
+                                 hovertemplate="t=%{x}: %{y:+.5f}<extra>" + name + "</extra>"), row=1, col=1)
+    fig.add_hline(y=0, line={"color": "#2c3e50", "width": 1, "dash": "dot"}, row=1, col=1)
+    if alphas:
+        a = np.stack(alphas)
+        t = np.arange(a.shape[1])
+        mean, sd = a.mean(0), a.std(0, ddof=1) if len(a) > 1 else np.zeros(a.shape[1])
+        fig.add_trace(go.Scatter(x=np.concatenate([t, t[::-1]]), y=np.concatenate([mean + sd, (mean - sd)[::-1]]),
+                                 fill="toself", fillcolor=_fade("#16a085"), line={"width": 0}, hoverinfo="skip",
+                                 showlegend=False), row=2, col=1)
+        fig.add_trace(go.Scatter(x=t, y=mean, mode="lines", name=f"alpha(t), {len(a)} adaptive seeds",
+                                 line={"color": "#16a085", "width": 2, "dash": "dash"},
+                                 hovertemplate="t=%{x}: alpha %{y:.3f}<extra></extra>"), row=2, col=1)
+        fig.add_hline(y=0.5, line={"color": "#e67e22", "width": 1, "dash": "dot"}, row=2, col=1)
+    fig.update_xaxes(title_text="timestep t (0 = data, T-1 = noise)", row=2, col=1)
+    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x",
+                      legend={"orientation": "h", "y": -0.12})
+    fig.update_annotations(font_size=12)
+    return fig
+
+
+def _fade(hex_color: str, alpha: float = 0.2) -> str:
+    r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
+    return f"rgba({r},{g},{b},{alpha})"
+
+
+def branch_field(model, schedule, t: int, lim: float, n: int = 41) -> dict:
+    """The denoiser at timestep t on an n x n grid over [-lim, lim]^2, as predicted clean points:
+    {"grid": (n*n, 2), "global", "local", "mix" (each (n*n, 2) x0_hat), "alpha": alpha(t)} for a
+    dual-scale model; a baseline has only "mix" (its one branch). The mix is the model's output."""
+    import torch
+
+    xs = np.linspace(-lim, lim, n)
+    grid = np.stack(np.meshgrid(xs, xs), -1).reshape(-1, 2).astype(np.float32)
+    x = torch.from_numpy(grid)
+    with torch.inference_mode():
+        parts = model.branch_outputs(x, t)
+        out = {"grid": grid, "alpha": None if parts["alpha"] is None else float(parts["alpha"])}
+        for name, eps in parts.items():
+            if name != "alpha" and eps is not None:
+                out[name] = schedule.predict_x0(x, eps.float(), t).numpy()
+    return out
+
+
+def field_figure(field: dict, real: np.ndarray, t: int, step: int = 2) -> go.Figure:
+    """Arrows from each grid point x_t toward its predicted clean point at timestep t (a fifth of the
+    way, every `step`-th point), one panel per part, over the data in grey."""
+    parts = [p for p in ("global", "local", "mix") if p in field]
+    alpha = field["alpha"]
+    titles = {"global": f"global branch (weight {alpha:.2f})" if alpha is not None else "global branch",
+              "local": f"local branch (weight {1 - alpha:.2f})" if alpha is not None else "local branch",
+              "mix": "their mix: the model" if len(parts) > 1 else "the model (one branch)"}
+    fig = make_subplots(rows=1, cols=len(parts), subplot_titles=[titles[p] for p in parts],
+                        shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.03)
+    grid = field["grid"]
+    n = int(round(np.sqrt(len(grid))))
+    keep = (np.arange(n)[:, None] % step == 0) & (np.arange(n)[None, :] % step == 0)
+    keep = keep.reshape(-1)
+    for col, p in enumerate(parts, start=1):
+        fig.add_trace(go.Scattergl(x=real[:, 0], y=real[:, 1], mode="markers", marker={"size": 2, "color": "rgba(120,120,120,0.35)"},
+                                   hoverinfo="skip", showlegend=False), row=1, col=col)
+        start, end = grid[keep], grid[keep] + (field[p][keep] - grid[keep]) / 5
+        xs = np.column_stack([start[:, 0], end[:, 0], np.full(len(start), np.nan)]).reshape(-1)
+        ys = np.column_stack([start[:, 1], end[:, 1], np.full(len(start), np.nan)]).reshape(-1)
+        fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#2e86de", "width": 1.2}, hoverinfo="skip",
+                                 showlegend=False), row=1, col=col)
+        fig.add_trace(go.Scatter(x=end[:, 0], y=end[:, 1], mode="markers", marker={"size": 3, "color": "#2e86de"},
+                                 hoverinfo="skip", showlegend=False), row=1, col=col)
+    lim = float(np.abs(grid).max())
+    fig.update_xaxes(range=[-lim, lim])
+    fig.update_yaxes(range=[-lim, lim], scaleanchor="x")
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    return fig

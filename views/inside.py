@@ -1,0 +1,62 @@
+"""Inside the models: at which noise levels the second branch lowers the loss (paired per-timestep
+eval loss beside alpha(t)), and what each branch predicts over the plane at a chosen t."""
+from __future__ import annotations
+
+import numpy as np
+import streamlit as st
+
+from dualscale.inside import branch_field, field_figure, per_timestep, where_figure
+from dualscale.stats import PAIRS
+from views import common
+
+
+@st.cache_data(max_entries=64, show_spinner="Computing the field at this t…")
+def field(root: str, run_id: str, stamp: int, t: int, lim: float) -> dict:
+    """branch_field once per (run, t): a 41 x 41 grid through the EMA model, kept."""
+    from dualscale.train import make_schedule
+
+    run = common.store().get(run_id)
+    return branch_field(run.load_model("ema"), make_schedule(run.config), t, lim)
+
+
+sel = common.selection("Seed (every seed is used above; the field shows the sidebar's run)")
+st.title("Inside the models")
+st.markdown("The paper's thesis: a **global** branch carries structure at high noise, a **local** branch detail at "
+            "low noise, and alpha(t) moves between them. Here: where in t the dual-scale models predict the noise "
+            "better, beside alpha(t); then what each branch predicts over the plane.")
+
+st.subheader(f"Where in t, on {sel.dataset}")
+runs = [r for r in common.all_runs() if r.config.dataset == sel.dataset and common.same_config_settings(r.config, sel.settings)]
+by_t = {v: {r.config.seed: x for r in runs if r.config.variant == v if (x := common.load(r, "eval_loss_by_t")) is not None}
+        for v in ("baseline", "fixed", "adaptive")}
+diffs = {f"{a} − {b}": per_timestep(by_t[a], by_t[b]) for a, b in PAIRS}
+alphas = [x for r in runs if r.config.variant == "adaptive" if (x := common.load(r, "alpha")) is not None]
+if any(diffs.values()):
+    st.plotly_chart(where_figure(diffs, alphas), key="inside_where")
+    lacking = sum(common.load(r, "eval_loss_by_t") is None for r in runs)
+    st.caption("Each line: the mean over seeds of the first variant's eval loss minus the second's at that timestep, on "
+               "a fixed evaluation set (the same points and noise for every run); below zero the first predicts the "
+               "noise better there. The band is a 95% t-interval at each t: description, not a decision."
+               + (f" {lacking} runs here were stored before the per-timestep loss existed and are left out "
+                  "(`python -m dualscale rescore` adds it to runs with weights)." if lacking else ""))
+else:
+    st.info("No two seeds of a pair with the per-timestep eval loss yet (runs stored since it is recorded have it: "
+            "the shipped evidence on dino, seeds 10 and up).")
+
+st.subheader("What each branch does")
+run = common.pick_run(sel.dataset, sel.variant, sel.settings)
+if run is None:
+    st.info(f"No stored {sel.dataset}/{sel.variant} run with these settings.")
+elif run.light:
+    st.info(f"{common.describe(run, sel.seed)}: a light run ships without weights. Seed 0 of the shipped runs has "
+            "them; or train one on Train.")
+else:
+    real = common.real_points(sel.dataset, 3000)
+    lim = float(np.abs(real).max() * 1.15)
+    t = st.slider("timestep t (0 = data, T-1 = noise)", 0, run.config.timesteps - 1, run.config.timesteps // 2,
+                  key="inside_t")
+    st.plotly_chart(field_figure(field(common.store_root(), run.id, common.stamp(run), t, lim), real, t),
+                    key="inside_field")
+    st.caption(f"At t = {t}, each arrow points from a point x_t toward the clean point the network predicts for it "
+               f"(a fifth of the way). {sel.variant}, {common.describe(run, sel.seed)}. The mix is alpha(t) × global + (1 − alpha(t)) × "
+               "local, exactly the model's output (tested). Computed once per (run, t) on a 41 × 41 grid, then kept.")
