@@ -16,6 +16,7 @@ import streamlit as st
 
 from dualscale import DATASETS, PAPER_DATASETS, VARIANTS, TrainConfig
 from dualscale.config import changed_settings, fields, parse_setting, training_settings
+from views import common
 from views.common import Selection
 
 # A local icon: a Material-symbol or emoji icon is fetched from the internet on every page load.
@@ -53,7 +54,10 @@ def from_url() -> tuple[dict, list[str]]:
             continue  # not ours
         try:
             values[name] = parse_setting(name, text)
+            if name == "dataset" and values[name] not in common.datasets():
+                raise ValueError(f"no dataset {text!r} in this store")
         except ValueError as e:
+            values[name] = getattr(DEFAULTS, name)
             notices.append(f"Address: {e}; using the default, {getattr(DEFAULTS, name)}.")
     return values, notices
 
@@ -102,11 +106,14 @@ def validated(values: dict) -> Selection:
     return Selection(values["dataset"], values["variant"], int(values["seed"]), config, error)
 
 
+def dataset_label(d: str) -> str:
+    return d if d in PAPER_DATASETS else f"{d} (Datasaurus)" if d in DATASETS else f"{d} (your data)"
+
+
 def sidebar() -> Selection:
     with st.sidebar:
-        st.selectbox(FIELDS["dataset"].metadata["label"], DATASETS, key="cfg_dataset",
-                     help=FIELDS["dataset"].metadata["help"],
-                     format_func=lambda d: d if d in PAPER_DATASETS else f"{d} (Datasaurus)")
+        st.selectbox(FIELDS["dataset"].metadata["label"], common.datasets(), key="cfg_dataset",
+                     help=FIELDS["dataset"].metadata["help"], format_func=dataset_label)
         st.radio(FIELDS["variant"].metadata["label"], VARIANTS, key="cfg_variant", horizontal=True,
                  help=FIELDS["variant"].metadata["help"])
         st.number_input(FIELDS["seed"].metadata["label"], step=1, key="cfg_seed",
@@ -133,5 +140,6 @@ pages = [
     st.Page("views/alpha.py", title="alpha(t)", icon=":material/show_chart:", url_path="alpha"),
     st.Page("views/schedules.py", title="Schedules", icon=":material/timeline:"),
     st.Page("views/inside.py", title="Inside", icon=":material/hub:"),
+    st.Page("views/data.py", title="Your data", icon=":material/upload_file:", url_path="data"),
 ]
 st.navigation(pages).run()

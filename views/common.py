@@ -30,7 +30,11 @@ def store_root() -> str:
 
 @st.cache_resource(show_spinner=False)
 def _store(root: str) -> Store:
-    return Store(root)
+    store = Store(root)  # its user datasets, for this server and the workers it starts
+    data = str(store.data_folder().resolve())
+    if data not in os.environ.get("DUALSCALE_DATA", "").split(os.pathsep):
+        os.environ["DUALSCALE_DATA"] = os.pathsep.join(filter(None, [data, os.environ.get("DUALSCALE_DATA")]))
+    return store
 
 
 @st.cache_resource(show_spinner=False)
@@ -179,6 +183,16 @@ def verdict():
     cache so a fresh server answers without pandas and scipy."""
     runs = all_runs()
     return _verdict(store_root(), tuple(sorted((r.id, stamp(r)) for r in runs)))
+
+
+def datasets() -> tuple[str, ...]:
+    """Every dataset the sidebar offers: the paper's, the Datasaurus shapes, and the user's own
+    (stored in this store's data/, or with runs in it)."""
+    from dualscale import DATASETS
+    from dualscale.userdata import is_user_dataset
+
+    mine = set(store().datasets()) | {r.config.dataset for r in all_runs() if is_user_dataset(r.config.dataset)}
+    return DATASETS + tuple(sorted(mine))
 
 
 def settings_comparisons(verdicts, settings: TrainConfig) -> list:

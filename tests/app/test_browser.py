@@ -324,6 +324,60 @@ def test_csv_download_has_one_row_per_run(server, page):
     no_exception(page)
 
 
+def test_your_data_uploads_a_csv_trains_the_three_variants_and_joins_the_sidebar(server, page, tmp_path):
+    import numpy as np
+
+    from dualscale import userdata
+
+    _, root = server
+    t = np.linspace(0, 2 * np.pi, 40, endpoint=False)
+    csv = tmp_path / "ring.csv"
+    csv.write_text("x,y\n" + "\n".join(f"{np.cos(a) * 10:.4f},{np.sin(a) * 10:.4f}" for a in t))
+    name = userdata.name_of(userdata.read_csv(csv), "ring.csv")
+    go(page, "Your data", "Your data")
+    bad = tmp_path / "one.csv"
+    bad.write_text("x\n1\n2\n")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
+    error = page.locator('[data-testid="stAlert"]', has_text="one.csv: row 1 has 1 column")
+    error.wait_for()  # one line, nothing stored
+    assert not (root / "data").exists() or not any((root / "data").iterdir())
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(csv))
+    page.get_by_text(f"{name}: 40 points, as it will be trained").wait_for()
+    page.get_by_role("button", name="Train the three variants").click()
+    page.get_by_role("button", name="Confirm: queue 3 runs").click()
+    page.locator('[data-testid="stAlert"]', has_text=f"Queued 3 runs on {name}").wait_for()
+    wait_until(lambda: sum(r.config.dataset == name for r in Store(root).runs()) == 3, 240, "the three runs", page)
+    page.reload()
+    page.locator("h1", has_text="Your data").wait_for()
+    box = page.get_by_role("combobox", name="Dataset", exact=True)
+    box.click()
+    page.get_by_role("option", name=f"{name} (your data)", exact=True).wait_for()
+    page.keyboard.press("Escape")
+    no_exception(page)
+
+
+def test_drawing_points_on_the_pad_makes_a_cloud(page):
+    """The drawing pad is driven by a real drag of the mouse (a box selection over Plotly's points)."""
+    go(page, "Your data", "Your data")
+    page.get_by_text("drawing", exact=True).click()
+    idle(page)
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    area = plot.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + area["width"] * 0.25, y0 + area["height"] * 0.1, steps=8)
+    page.mouse.up()
+    idle(page)
+    caption = page.get_by_text(re.compile(r"\d+ points drawn")).first
+    wait_until(lambda: int(caption.inner_text().split()[0]) >= 10, 30, "the drawn points", page)
+    page.get_by_text(re.compile(r"drawn-[0-9a-f]{12}: \d+ points, as it will be trained")).wait_for()
+    page.get_by_role("button", name="Clear the drawing").click()
+    idle(page)
+    no_exception(page)
+
+
 LABELS = {"steps": "Training steps", "batch_size": "Batch size", "n_points": "Training points",
           "n_samples": "Samples for evaluation"}
 
