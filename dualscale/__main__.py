@@ -494,7 +494,8 @@ def cmd_rescore(a) -> int:
     done = 0
     for run, values in rescore(store):
         done += 1
-        print(f"{run.id}: " + ", ".join(f"{k} {METRICS[k].format(v)}" for k, v in values.items()))
+        print(f"{run.id}: " + ", ".join(f"{k} {METRICS[k].format(v)}" if k in METRICS else f"{k} (mean {v:.4f})"
+                                        for k, v in values.items()))
     if not done:
         print("nothing to rescore: every run has every metric it can be given")
     return 0

@@ -10,6 +10,7 @@ plain dicts named in events.py (JSON lines in the store's progress file):
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from . import events
@@ -96,8 +97,9 @@ def made_record(device, half: bool, command: str) -> dict:
 
 
 def rescore(store: Store, metrics=None, runs=None):
-    """Compute the registry metrics that stored runs lack and record them in run.json. Yields
-    (run, {metric: value}).
+    """Compute the registry metrics that stored runs lack and record them in run.json, and the eval
+    loss per timestep for runs with weights that lack it (into arrays.npz). Yields (run, {name: value})
+    (for eval_loss_by_t: its mean).
 
     From the stored samples and the seed-42 data: every sample metric. From the data and the
     schedule: start_mismatch. From the weights (runs that ship them): kl_oracle_start, sampled
@@ -106,9 +108,16 @@ def rescore(store: Store, metrics=None, runs=None):
     from .metrics import METRICS, data_cloud, kl_divergence, start_mismatch
     from .train import make_schedule
 
+    from .evaluate import eval_loss_by_t
+
     wanted = list(metrics or METRICS)
     names = [m for m in wanted if METRICS[m].from_samples is not None]
     for run in (store.runs() if runs is None else runs):
+        if not run.light and run.eval_loss_by_t() is None:  # from the online weights, on the fixed set
+            data = torch.from_numpy(data_cloud(run.config.dataset, run.config.n_points).points).float()
+            by_t = eval_loss_by_t(run.load_model("online"), make_schedule(run.config), data)
+            run = store.update_arrays(run, {"eval_loss_by_t": by_t.astype(np.float32)})
+            yield run, {"eval_loss_by_t": float(by_t.mean())}
         missing = [m for m in names if m not in run.metrics]
         start = [m for m in ("start_mismatch", "kl_oracle_start") if m in wanted and m not in run.metrics
                  and not (m == "kl_oracle_start" and run.light)]

@@ -312,6 +312,25 @@ class Store:
         _write_json(run.path / "run.json", {**meta, "digest": _digest(meta)})
         return _open_run(run.path, run.shipped)
 
+    def update_arrays(self, run: "Run", arrays: dict[str, np.ndarray]) -> "Run":
+        """Add arrays to a stored run's arrays.npz (a new file written beside, then renamed over;
+        run.json's hash and digest follow)."""
+        merged = {**run._arrays("arrays.npz"), **arrays}
+        fd, tmp = tempfile.mkstemp(prefix=".arrays.", suffix=".npz", dir=run.path)
+        os.close(fd)
+        try:
+            np.savez_compressed(tmp, **merged)
+            os.chmod(tmp, 0o666 & ~_UMASK)
+            meta = _read_json(run.path / "run.json")
+            meta.pop("digest", None)
+            meta["files"]["arrays.npz"] = _sha256(Path(tmp))
+            os.replace(tmp, run.path / "arrays.npz")
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _write_json(run.path / "run.json", {**meta, "digest": _digest(meta)})
+        return _open_run(run.path, run.shipped)
+
     def cached(self, name: str, key: str, compute, check=None):
         """compute()'s JSON value, kept in <store>/cache/<name>-<key>.json (a shipped one may sit in
         reference/cache/); `key` must be a fingerprint of exactly the inputs the value is computed

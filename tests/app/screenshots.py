@@ -112,6 +112,26 @@ def tour(page, url: str, out: Path, dataset: str, other: str) -> None:
     page.locator(".js-plotly-plot").nth(2).wait_for()  # the curves, the start-KL bars, the study's forest plot
     idle(page)
     shoot(page, out, "schedules")
+    go(page, "Inside", "Inside the models")
+    page.locator(".js-plotly-plot").nth(1).wait_for(timeout=120_000)  # where in t, then the branch field
+    idle(page)
+    shoot(page, out, "inside")
+    go(page, "Your data", "Your data")
+    page.get_by_text("drawing", exact=True).click()
+    idle(page)
+    plot = page.locator(".js-plotly-plot").first
+    plot.wait_for()
+    area = plot.locator(".nsewdrag").first.bounding_box()
+    for fx, fy, w, h in ((0.2, 0.2, 0.6, 0.08), (0.45, 0.2, 0.1, 0.6), (0.2, 0.72, 0.6, 0.08)):  # an I, drawn
+        x0, y0 = area["x"] + area["width"] * fx, area["y"] + area["height"] * fy
+        page.mouse.move(x0, y0)
+        page.mouse.down()
+        page.mouse.move(x0 + area["width"] * w, y0 + area["height"] * h, steps=6)
+        page.mouse.up()
+        idle(page)
+    page.get_by_text(re.compile(r"as it will be trained")).wait_for()
+    idle(page)
+    shoot(page, out, "data")
     train_live(page, out)
 
 

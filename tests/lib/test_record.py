@@ -131,3 +131,22 @@ def test_per_timestep_differences_pair_by_seed():
     np.testing.assert_allclose(d["mean"], [0.0, 0.01, 0.02, 0.03])
     np.testing.assert_allclose(d["low"], d["mean"]) and np.testing.assert_allclose(d["high"], d["mean"])
     assert per_timestep({0: np.ones(3)}, {0: np.ones(3)}) is None
+
+
+def test_rescore_adds_eval_loss_by_t_to_a_run_with_weights_that_lacks_it(tmp_path):
+    import json
+
+    store = Store(tmp_path)
+    config = TrainConfig(dataset="moons", variant="adaptive", seed=4, **TINY)
+    list(run_config(config, store, "cpu"))
+    recorded = store.find(config).eval_loss_by_t()
+    run = store.find(config)  # as a run stored before the per-timestep loss existed
+    arrays = {k: v for k, v in run._arrays("arrays.npz").items() if k != "eval_loss_by_t"}
+    store.save(config, run.state_dicts(), run.metrics, arrays, made=run.made, created=run.created)
+    assert store.find(config).eval_loss_by_t() is None
+    done = list(rescore(store))
+    assert [list(v) for _, v in done] == [["eval_loss_by_t"]]
+    again = store.find(config).verify()
+    np.testing.assert_allclose(again.eval_loss_by_t(), recorded, rtol=1e-6)  # the same fixed set, the same weights
+    assert json.loads((again.path / "run.json").read_text())["digest"]
+    assert list(rescore(store)) == []
