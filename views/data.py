@@ -25,7 +25,8 @@ def pad() -> go.Figure:
         fig.add_trace(go.Scatter(x=drawn[:, 0], y=drawn[:, 1], mode="markers", marker={"size": 6, "color": "#16a085"},
                                  hoverinfo="skip", name="your points"))
     fig.update_layout(height=420, dragmode="select", showlegend=False, margin={"l": 10, "r": 10, "t": 10, "b": 10},
-                      xaxis={"range": [-4.2, 4.2]}, yaxis={"range": [-4.2, 4.2], "scaleanchor": "x"})
+                      xaxis={"range": [-4.2, 4.2], "constrain": "domain"},
+                      yaxis={"range": [-4.2, 4.2], "scaleanchor": "x", "constrain": "domain"})
     return fig
 
 
@@ -54,7 +55,8 @@ def preview(points: np.ndarray) -> go.Figure:
     rng = np.random.default_rng(42)
     sample = scaled[rng.integers(0, len(scaled), 3000)] + userdata.JITTER * rng.normal(size=(3000, 2))
     fig = go.Figure(go.Scattergl(x=sample[:, 0], y=sample[:, 1], mode="markers", marker={"size": 3, "color": "#2e86de"}))
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, yaxis={"scaleanchor": "x"})
+    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 10, "b": 10}, xaxis={"constrain": "domain"},
+                      yaxis={"scaleanchor": "x", "constrain": "domain"})
     return fig
 
 

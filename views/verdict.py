@@ -77,7 +77,8 @@ st.markdown(
     "This app reproduces *Adaptive Dual-Scale Denoising for Dynamic Feature Balancing in Low-Dimensional "
     "Diffusion Models*: a 100-step DDPM on 2D point clouds with a baseline MLP, a fixed 0.5 mix of a global and "
     "a local branch, and the paper's adaptive mix alpha(t). Below, the stored runs answer the paper's claim, "
-    "**paired by seed**. Then see **Results**, **Samples**, **alpha(t)**, **Schedules**, or train on **Train**.")
+    "**paired by seed**. Then see **Results**, **Samples**, **alpha(t)**, **Inside** (where in t and what each "
+    "branch does), **Schedules**, train on **Train**, or bring **Your data**.")
 verdicts = common.verdict()
 mine = common.settings_comparisons(verdicts, sel.settings)
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "

@@ -122,14 +122,14 @@ def tour(page, url: str, out: Path, dataset: str, other: str) -> None:
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
     area = plot.locator(".nsewdrag").first.bounding_box()
-    for fx, fy, w, h in ((0.2, 0.2, 0.6, 0.08), (0.45, 0.2, 0.1, 0.6), (0.2, 0.72, 0.6, 0.08)):  # an I, drawn
+    for fx, fy, w, h in ((0.46, 0.3, 0.08, 0.4), (0.3, 0.12, 0.4, 0.08), (0.3, 0.8, 0.4, 0.08)):  # an I, drawn
         x0, y0 = area["x"] + area["width"] * fx, area["y"] + area["height"] * fy
         page.mouse.move(x0, y0)
         page.mouse.down()
         page.mouse.move(x0 + area["width"] * w, y0 + area["height"] * h, steps=6)
         page.mouse.up()
         idle(page)
-    page.get_by_text(re.compile(r"as it will be trained")).wait_for()
+    page.get_by_text(re.compile(r": \d+ points, as it will be trained")).wait_for()
     idle(page)
     shoot(page, out, "data")
     train_live(page, out)
