@@ -18,6 +18,12 @@ def _key(settings) -> str:
     return settings.to_json()
 
 
+def targets(dataset: str) -> tuple[str, ...]:
+    """The datasets a round adds seeds to: the paper's four (the primary family), or the sidebar's own
+    dataset when it is one of the user's or a Datasaurus shape (its own KL family)."""
+    return PAPER_DATASETS if dataset in PAPER_DATASETS else (dataset,)
+
+
 def _describe(todo) -> str:
     """'dino: adaptive, baseline, fixed × seeds 10–14': what a plan queues."""
     parts = []
@@ -29,20 +35,20 @@ def _describe(todo) -> str:
     return "; ".join(parts)
 
 
-def make_plan(kind: str, settings) -> None:
+def make_plan(kind: str, settings, datasets: tuple) -> None:
     """Button callback: plan with the values in the widgets now (not those of the previous rerun)."""
     n, budget = int(st.session_state["seeds_n"]), int(st.session_state["seeds_budget"])
     runs = common.all_runs()
-    rnd = plan(runs, settings, PAPER_DATASETS, "kl_divergence", budget, n)
+    rnd = plan(runs, settings, datasets, "kl_divergence", budget, n)
     workers = common.registry().jobs or 1
     seconds, basis = estimate_seconds(runs, rnd.todo, workers)
-    st.session_state["seeds_plan"] = {"kind": kind, "todo": rnd.todo, "n": n, "budget": budget,
+    st.session_state["seeds_plan"] = {"kind": kind, "todo": rnd.todo, "n": n, "budget": budget, "datasets": datasets,
                                       "seconds": seconds, "basis": basis, "workers": workers}
 
 
 def confirm(settings) -> None:
     p = st.session_state.pop("seeds_plan")
-    common.sweeps()[_key(settings)] = Sweep(common.registry(), p["todo"], settings, PAPER_DATASETS, "kl_divergence",
+    common.sweeps()[_key(settings)] = Sweep(common.registry(), p["todo"], settings, p["datasets"], "kl_divergence",
                                             p["n"], p["budget"], rounds=1 if p["kind"] == "add" else None)
 
 
@@ -67,7 +73,7 @@ def _status(key: str) -> None:
             st.rerun()
     else:
         ended = {"done": f"Added: {done} of {total} runs finished; the verdict above includes them.",
-                 "decided": f"Settled: every primary comparison is decided ({done} runs added).",
+                 "decided": f"Settled: every comparison it worked on is decided ({done} runs added).",
                  "spent": f"Budget spent: the open comparisons reached {sweep.budget} seeds ({done} runs added).",
                  "cancelled": f"Cancelled: {done} of {total} runs had finished and count in the verdict above; "
                               "the rest were stopped or never started."}[sweep.state]
@@ -103,10 +109,13 @@ def _confirmation(settings) -> None:
         st.rerun()
 
 
-def panel(sel, primary) -> None:
+def panel(sel, family) -> None:
+    """family: the KL comparisons of the datasets it works on (targets(sel.dataset))."""
     st.subheader("Add seeds")
-    open_ = [c for c in primary if c.decision == UNDECIDED]
-    st.caption(f"{len(open_)} of {len(primary)} primary comparisons are undecided"
+    datasets = targets(sel.dataset)
+    which = "primary" if datasets == PAPER_DATASETS else f"{sel.dataset}'s KL"
+    open_ = [c for c in family if c.decision == UNDECIDED]
+    st.caption(f"{len(open_)} of {len(family)} {which} comparisons are undecided"
                + (f" ({', '.join(f'{c.dataset} {c.a} − {c.b}' for c in open_)})" if open_ else "")
                + ". New seeds go only to the datasets and variants they need; Settle repeats until every "
                "one is decided or the budget is reached, judging validly after each round.")
@@ -124,10 +133,11 @@ def panel(sel, primary) -> None:
         right.number_input("Budget (seeds)", min_value=2, max_value=10_000, value=100, step=10, key="seeds_budget",
                            help="Settle stops when the open comparisons have this many seeds")
         b1, b2 = st.columns(2)
-        b1.button("Plan one round", key="seeds_add", on_click=make_plan, args=("add", sel.settings),
+        b1.button("Plan one round", key="seeds_add", on_click=make_plan, args=("add", sel.settings, datasets),
                   icon=":material/add:")
-        b2.button("Plan a settle", key="seeds_settle", on_click=make_plan, args=("settle", sel.settings),
+        b2.button("Plan a settle", key="seeds_settle", on_click=make_plan, args=("settle", sel.settings, datasets),
                   icon=":material/gavel:")
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in changed_settings(sel.settings).items())
+    flags += "" if datasets == PAPER_DATASETS else f" --datasets {sel.dataset}"
     st.markdown("Or on the command line (stored runs are never retrained; a GPU stacks them):")
     st.code(f"python -m dualscale settle --batch {st.session_state.get('seeds_n', 5)}{flags}", language="bash")

@@ -110,7 +110,7 @@ st.download_button("Download the verdict as CSV (one row per comparison)",
                    file_name="dualscale-verdict.csv", mime="text/csv", icon=":material/download:")
 how_to_read(len({c.family for c in mine}))
 
-seeds.panel(sel, primary)
+seeds.panel(sel, [c for c in mine if c.metric == "kl_divergence" and c.dataset in seeds.targets(sel.dataset)])
 
 with st.expander("What the metrics measure"):
     datasets = list(dict.fromkeys(c.dataset for c in mine))

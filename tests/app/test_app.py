@@ -664,12 +664,14 @@ def test_add_seeds_queues_exactly_the_planned_runs_and_a_cancel_reads_as_cancell
         assert sweep.ids == [c.run_id for c in plan["todo"]]  # the runs queued are the runs shown
         bars = at.get("progress")
         assert len(bars) == 1 and "Adding seeds: 0 of 12 runs done" in bars[0].proto.text
+        reloaded = use_small_settings(AppTest.from_file(str(ROOT / "app.py"), default_timeout=90).run(), steps=20_000)
+        assert any("Adding seeds:" in b.proto.text for b in reloaded.get("progress"))  # a new session finds it
         next(b for b in at.button if b.label == "Cancel").click()
         ok(at.run())
         assert "Cancelled: 0 of 12 runs had finished" in texts(at.warning)
         assert "done" not in texts(at.success)
-        wait_for(lambda: not Store(root).active(), timeout=30)
-        assert sweep.counts()["cancelled"] == 12 and sweep.counts()["failed"] == 0
+        wait_for(lambda: not Store(root).active() and sweep.counts()["cancelled"] == 12, timeout=30)
+        assert sweep.counts()["failed"] == 0
     finally:
         stop_workers(root)
         common.sweeps().clear()
