@@ -132,3 +132,16 @@ def write_run_json(run_dir: Path, meta: dict) -> None:
 
     meta = {k: v for k, v in meta.items() if k != "digest"}
     (Path(run_dir) / "run.json").write_text(_json.dumps({**meta, "digest": _digest(meta)}))
+
+
+def wait_until(predicate, timeout: float, what: str, page=None):
+    """predicate()'s first true value within timeout seconds, else an AssertionError naming what was
+    awaited (with the page's text, for a browser test)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out waiting for {what}" +
+                         (f"; page says: {page.inner_text('body')[:1500]}" if page else ""))

@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path[:0] = [str(Path(__file__).resolve().parent), str(Path(__file__).resolve().parents[1]),
                 str(Path(__file__).resolve().parents[2])]
-from test_browser import (CHROMIUM, CHROMIUM_ARGS, free_port, go, idle, open_advanced,  # noqa: E402
+from test_browser import (CHROMIUM, CHROMIUM_ARGS, drag_box, free_port, go, idle, open_advanced,  # noqa: E402
                           progress_step, set_number, start_server, wait_healthy, wait_until)
 from support import ROOT, build_store, copy_store, stop_workers  # noqa: E402
 from dualscale import Store  # noqa: E402
@@ -121,14 +121,8 @@ def tour(page, url: str, out: Path, dataset: str, other: str) -> None:
     idle(page)
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
-    area = plot.locator(".nsewdrag").first.bounding_box()
-    for fx, fy, w, h in ((0.46, 0.3, 0.08, 0.4), (0.3, 0.12, 0.4, 0.08), (0.3, 0.8, 0.4, 0.08)):  # an I, drawn
-        x0, y0 = area["x"] + area["width"] * fx, area["y"] + area["height"] * fy
-        page.mouse.move(x0, y0)
-        page.mouse.down()
-        page.mouse.move(x0 + area["width"] * w, y0 + area["height"] * h, steps=6)
-        page.mouse.up()
-        idle(page)
+    for box in ((0.46, 0.3, 0.08, 0.4), (0.3, 0.12, 0.4, 0.08), (0.3, 0.8, 0.4, 0.08)):  # an I, drawn
+        drag_box(page, plot, *box)
     page.get_by_text(re.compile(r": \d+ points, as it will be trained")).wait_for()
     idle(page)
     shoot(page, out, "data")

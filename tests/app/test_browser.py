@@ -21,7 +21,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers
+from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers, wait_until
 from dualscale import METRICS, Store, TrainConfig
 
 # In CI (.ci/run installs both) a missing browser or driver is a failure, not a skip.
@@ -157,15 +157,15 @@ def progress_step(page) -> tuple[int, int] | None:
     return (int(m[1].replace(",", "")), int(m[2].replace(",", ""))) if m else None
 
 
-def wait_until(predicate, timeout: float, what: str, page=None):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.25)
-    raise AssertionError(f"timed out waiting for {what}" +
-                         (f"; page says: {page.inner_text('body')[:1500]}" if page else ""))
+def drag_box(page, plot, fx: float, fy: float, w: float, h: float) -> None:
+    """A real mouse drag over a Plotly chart's plot area, from (fx, fy) across (w, h), in fractions of it."""
+    area = plot.locator(".nsewdrag").first.bounding_box()
+    x0, y0 = area["x"] + area["width"] * fx, area["y"] + area["height"] * fy
+    page.mouse.move(x0, y0)
+    page.mouse.down()
+    page.mouse.move(x0 + area["width"] * w, y0 + area["height"] * h, steps=8)
+    page.mouse.up()
+    idle(page)
 
 
 # ------------------------------------------------------------------------------- journey
@@ -363,13 +363,7 @@ def test_drawing_points_on_the_pad_makes_a_cloud(page):
     idle(page)
     plot = page.locator(".js-plotly-plot").first
     plot.wait_for()
-    area = plot.locator(".nsewdrag").first.bounding_box()
-    x0, y0 = area["x"] + area["width"] * 0.3, area["y"] + area["height"] * 0.3
-    page.mouse.move(x0, y0)
-    page.mouse.down()
-    page.mouse.move(x0 + area["width"] * 0.25, y0 + area["height"] * 0.1, steps=8)
-    page.mouse.up()
-    idle(page)
+    drag_box(page, plot, 0.3, 0.3, 0.25, 0.1)
     caption = page.get_by_text(re.compile(r"\d+ points drawn")).first
     wait_until(lambda: int(caption.inner_text().split()[0]) >= 10, 30, "the drawn points", page)
     page.get_by_text(re.compile(r"drawn-[0-9a-f]{12}: \d+ points, as it will be trained")).wait_for()

@@ -10,6 +10,7 @@ from dualscale.metrics import kl_divergence
 from dualscale.stack import DrawsDiffer, Stack, check_draws, group_key, train_stack
 from dualscale.record import block_means
 from dualscale.stack_sweep import evaluate_group, run_stacks, score_tasks, stacks_of
+from dualscale.events import drain
 from dualscale.runs import run_config
 
 STEPS = dict(steps=300, n_points=5000, n_samples=2000)
@@ -17,12 +18,6 @@ CONFIGS = [TrainConfig(dataset=d, variant=v, seed=s, **STEPS)
            for d, v, s in (("dino", "baseline", 0), ("dino", "fixed", 0), ("dino", "adaptive", 0), ("moons", "adaptive", 1))]
 
 
-def drain(gen):
-    while True:
-        try:
-            next(gen)
-        except StopIteration as end:
-            return end.value
 
 
 @pytest.fixture(scope="module")

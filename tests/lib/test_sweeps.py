@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from dualscale import Store
-from support import ROOT
+from support import ROOT, wait_until
 
 ARGS = ["reproduce", "--datasets", "moons", "--variants", "baseline", "adaptive", "--steps", "400",
         "--n-points", "2000", "--batch-size", "128", "--n-samples", "500"]
@@ -125,20 +125,10 @@ def loky_workers(pid: int) -> list[int]:
     return found
 
 
-def wait_for(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_a_killed_loky_worker_loses_only_its_run_which_is_run_again(tmp_path):
     p = subprocess.Popen([sys.executable, "-m", "dualscale", *ARGS, "--jobs", "2", "--store", str(tmp_path)],
                          cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    workers = wait_for(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
+    workers = wait_until(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
     time.sleep(2)  # both are training now
     os.kill(workers[0], signal.SIGKILL)
     out, err = p.communicate(timeout=300)
@@ -148,11 +138,11 @@ def test_a_killed_loky_worker_loses_only_its_run_which_is_run_again(tmp_path):
 
 def test_workers_die_with_their_client(tmp_path):
     p = start(["dualscale", *ARGS, "--steps", "20000", "--jobs", "2", "--store", str(tmp_path)])
-    workers = wait_for(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
+    workers = wait_until(lambda: len(loky_workers(p.pid)) >= 2 and loky_workers(p.pid), 60, "two loky workers")
     time.sleep(1)
     os.kill(p.pid, signal.SIGKILL)  # the client alone
     p.wait()
-    wait_for(lambda: not any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"
+    wait_until(lambda: not any(os.path.exists(f"/proc/{w}") and open(f"/proc/{w}/stat").read().split()[2] != "Z"
                              for w in workers), 15, "the orphaned workers to exit")
 
 
@@ -164,7 +154,7 @@ def test_losing_the_dask_scheduler_is_one_line_that_says_how_to_resume(tmp_path,
     from distributed import Client
 
     with Client(address, timeout=30) as client:
-        wait_for(lambda: any(client.processing().values()), 60, "a worker to take a run")
+        wait_until(lambda: any(client.processing().values()), 60, "a worker to take a run")
     scheduler = next(q for q in psutil_free_procs() if "dask scheduler" in q[1] and address.rsplit(":", 1)[1] in q[1]
                      or "dask scheduler" in q[1])
     os.kill(scheduler[0], signal.SIGKILL)
