@@ -52,34 +52,39 @@ def _limit(*clouds) -> float:
     return round(min(max(extent, 1.0), 8.0) * 1.08, 2)  # clip: a diverged model must not zoom out to 1e6
 
 
-def _empty_note(fig: go.Figure, col: int, text: str) -> None:
-    fig.add_annotation(text=text, showarrow=False, row=1, col=col, x=0, y=0,
+def _empty_note(fig: go.Figure, col: int, text: str, row: int = 1) -> None:
+    fig.add_annotation(text=text, showarrow=False, row=row, col=col, x=0, y=0,
                        font={"color": "#999", "size": 13})
 
 
 def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
-                  n_real: int = 2000) -> go.Figure:
-    """Generated points over the real data, one panel per entry; zoom in one, zoom all."""
+                  n_real: int = 2000, stacked: bool = False, n_samples: int | None = None) -> go.Figure:
+    """Generated points over the real data, one panel per entry; zoom in one, zoom all.
+    stacked: the panels one above the other (a phone's width), each at most n_samples points."""
     names = list(panels)
-    fig = make_subplots(rows=1, cols=len(names), subplot_titles=names, shared_xaxes="all",
-                        shared_yaxes="all", horizontal_spacing=0.03)
+    rows, cols = (len(names), 1) if stacked else (1, len(names))
+    fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_xaxes="all",
+                        shared_yaxes="all", horizontal_spacing=0.03, vertical_spacing=0.06)
     background = thin(real, n_real)
-    for col, name in enumerate(names, start=1):
+    for i, name in enumerate(names, start=1):
+        row, col = (i, 1) if stacked else (1, i)
         pts = panels[name]
         if pts is None:
-            _empty_note(fig, col, "no run yet")
+            _empty_note(fig, col, "no run yet", row)
         else:
             color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
-            fig.add_trace(go.Scattergl(**_xy(pts), mode="markers", name=f"{name} samples",
+            shown = thin(pts, n_samples) if n_samples else pts
+            fig.add_trace(go.Scattergl(**_xy(shown), mode="markers", name=f"{name} samples",
                                        marker={"size": 2.5, "color": color, "opacity": 0.5}),
-                          row=1, col=col)
+                          row=row, col=col)
         fig.add_trace(go.Scattergl(**_xy(background), mode="markers", name="real data",  # on top
                                    marker={"size": 2, "color": REAL_ON_TOP},
-                                   showlegend=col == 1, legendgroup="real", hoverinfo="skip"),
-                      row=1, col=col)
+                                   showlegend=i == 1, legendgroup="real", hoverinfo="skip"),
+                      row=row, col=col)
     _square_axes(fig, len(names), _limit(real, *[p for p in panels.values() if p is not None]))
-    fig.update_layout(height=420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
-                      legend={"orientation": "h", "y": -0.08}, dragmode="zoom", modebar=MODEBAR)
+    fig.update_layout(height=360 * len(names) if stacked else 420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
+                      legend={"orientation": "h", "y": -0.08 / (len(names) if stacked else 1)}, dragmode="zoom",
+                      modebar=MODEBAR)
     return fig
 
 

@@ -8,6 +8,15 @@ from dualscale import VARIANTS
 from dualscale.plots import sample_panels, trajectory_animation
 from views import common
 
+# Below 640 px the three side-by-side panels would be 100 px wide: the stacked figure shows instead.
+NARROW_CSS = """<style>
+[class*="st-key-narrow_samples"] { display: none; }
+@media (max-width: 640px) {
+  [class*="st-key-wide_samples"] { display: none; }
+  [class*="st-key-narrow_samples"] { display: block; }
+}
+</style>"""
+
 
 @st.cache_resource(max_entries=32, show_spinner=False)
 def panels_figure(root: str, dataset: str, keys: tuple):
@@ -21,7 +30,8 @@ def panels_figure(root: str, dataset: str, keys: tuple):
     samples = {v: common.load(r, "samples") if r else None for v, r in runs.items()}
     trajs = {v: common.load(r, "trajectory") if r else None for v, r in runs.items()}
     notes = {v: "light run: no trajectory stored" for v, r in runs.items() if r is not None and r.light}
-    return sample_panels(real, samples), trajectory_animation(real, trajs, notes=notes)
+    return (sample_panels(real, samples), sample_panels(real, samples, n_real=1000, stacked=True, n_samples=3000),
+            trajectory_animation(real, trajs, notes=notes))
 
 
 sel = common.selection("Variant (all three are shown)")
@@ -39,11 +49,15 @@ st.caption(" · ".join(f"**{v}**: {common.describe(r, sel.seed) if r else 'no ru
 if note:
     st.caption(note)
 keys = tuple((v, r.id if r else None, common.stamp(r) if r else 0) for v, r in shown.items())
-scatter, animation = panels_figure(common.store_root(), sel.dataset, keys)
+scatter, stacked, animation = panels_figure(common.store_root(), sel.dataset, keys)
 n = next(r for r in shown.values() if r).config.n_samples
 st.markdown(f"**{sel.dataset}**: {n:,} generated points per model over the real data (grey). "
             "Drag to zoom (all panels follow), double-click to reset.")
-st.plotly_chart(scatter, key="samples_scatter")
+st.html(NARROW_CSS)
+with st.container(key="wide_samples"):
+    st.plotly_chart(scatter, key="samples_scatter")
+with st.container(key="narrow_samples"):  # a phone: the panels one above the other, 3,000 points each
+    st.plotly_chart(stacked, key="samples_stacked")
 st.subheader("Reverse process")
 seeds = {r.config.seed for r in shown.values() if r}
 same = ("The variants start from **the same x_T** (seed {0} draws the same noise for each: the same batches, t and "

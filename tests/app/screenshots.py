@@ -86,7 +86,7 @@ def switch(page, dataset: str, label: str) -> None:
     option.wait_for()
     timed(label, lambda: (option.click(),
                           page.get_by_text(re.compile(f"^{re.escape(dataset)}: ")).wait_for(),
-                          page.locator(".js-plotly-plot").nth(1).wait_for()))
+                          page.locator(".js-plotly-plot").nth(2).wait_for()))
     idle(page)
 
 

@@ -301,9 +301,12 @@ def test_samples_page_shows_three_variants_and_the_reverse_process(app):
     use_small_settings(app)
     select(app, dataset="moons")
     page(app, "samples")
-    scatter, anim = figure(app, 0), figure(app, 1)
+    scatter, stacked, anim = figure(app, 0), figure(app, 1), figure(app, 2)
     titles = [a["text"] for a in scatter["layout"]["annotations"]]
     assert titles[:3] == ["baseline", "fixed", "adaptive"]
+    # for a phone: the same panels one above the other (shown below 640 px instead of the row)
+    assert [a["text"] for a in stacked["layout"]["annotations"]][:3] == titles[:3]
+    assert stacked["layout"]["yaxis3"]["domain"][1] < stacked["layout"]["yaxis"]["domain"][0]
     sample_traces = [t for t in scatter["data"] if t["name"].endswith("samples")]
     assert len(sample_traces) == 3 and len(values(sample_traces[0]["x"])) == SMALL["n_samples"]
     labels = [s["label"] for s in anim["layout"]["sliders"][0]["steps"]]

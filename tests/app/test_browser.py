@@ -190,7 +190,7 @@ def test_every_page_renders_with_the_test_runs(page):
     for name, value in SMALL.items():
         set_number(page, LABELS[name], value)
     go(page, "Samples", "Samples")
-    animation = page.locator(".js-plotly-plot").nth(1)  # after the samples: the reverse process
+    animation = page.locator(".js-plotly-plot").nth(2)  # after the samples (a row, and stacked for phones)
     label = animation.locator("text.slider-label", has_text="denoiser input at")
     assert label.text_content() == "denoiser input at t = 99"  # starts from pure noise, alpha(t)'s timesteps
     animation.locator(".updatemenu-button", has_text="Play").click()
@@ -198,6 +198,9 @@ def test_every_page_renders_with_the_test_runs(page):
     # Pause sits above the panels, the slider below them: they never overlap, at any width
     page.set_viewport_size({"width": 390, "height": 900})
     page.wait_for_timeout(500)
+    assert not page.locator(".js-plotly-plot").nth(0).is_visible()  # the row of three 100-px panels: hidden
+    stacked = page.locator(".js-plotly-plot").nth(1).bounding_box()
+    assert stacked["width"] > 300 and stacked["height"] > 900  # the panels one above the other, full width
     pause = animation.locator(".updatemenu-button", has_text="Pause").bounding_box()
     rail = animation.locator(".slider-rail-rect").bounding_box()
     assert pause["y"] + pause["height"] <= rail["y"] or rail["y"] + rail["height"] <= pause["y"]
