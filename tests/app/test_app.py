@@ -63,8 +63,14 @@ def page(at: AppTest, name: str) -> AppTest:
     return ok(at.switch_page(f"views/{name}.py").run())
 
 
-def figure(at: AppTest, i: int) -> dict:
-    return json.loads(at.get("plotly_chart")[i].proto.spec)
+def figure(at: AppTest, which: int | str) -> dict:
+    """The i-th Plotly chart on the page, or the one whose widget key is `which`."""
+    charts = at.get("plotly_chart")
+    if isinstance(which, str):
+        charts = [c for c in charts if c.proto.id.endswith("-" + which)]
+        assert len(charts) == 1, f"no single chart keyed {which!r}"
+        which = 0
+    return json.loads(charts[which].proto.spec)
 
 
 def values(field) -> np.ndarray:
@@ -356,8 +362,9 @@ def test_samples_page_draws_a_light_run_without_its_trajectory(store_root, tmp_p
     select(at, dataset="moons")
     page(at, "samples")
     assert len([t for t in figure(at, 0)["data"] if t["name"].endswith("samples")]) == 3
-    notes = [a["text"] for a in figure(at, 1)["layout"]["annotations"]]
-    assert "light run: no trajectory stored" in notes and len(figure(at, 1)["frames"]) > 1  # the others still play
+    animation = figure(at, "samples_trajectory")
+    notes = [a["text"] for a in animation["layout"]["annotations"]]
+    assert "light run: no trajectory stored" in notes and len(animation["frames"]) > 1  # the others still play
     assert "shipped reference run" in texts(at.caption)
 
 
