@@ -121,6 +121,27 @@ def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs():
     assert [p.name for p in shipped.parent.iterdir()] == [shipped.name]  # no stale verdict ships beside it
 
 
+def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
+    """Issue 18's promise, on what ships: no better/worse in KL on circle, line or moons (the paper's
+    differences there are far inside the 0.02-bit margin), and no better/worse anywhere (the schedule
+    study's settings too) whose sequence lies inside the margin; every word is what decide() says of
+    its own interval, at the family's Bonferroni level."""
+    from dualscale.metrics import METRICS
+    from dualscale.stats import decide, verdict_of
+
+    verdict = verdict_of([r for r in Store(REFERENCE).runs() if r.shipped])
+    primary = [c for c in verdict.family("primary") if c.settings == ""]  # the reference settings
+    assert len(primary) == 12 and {c.dataset for c in primary} == set(PAPER_DATASETS)
+    assert [c for c in primary if c.dataset != "dino" and c.directional] == []
+    assert all(c.decision == "no practical difference" for c in primary if c.dataset != "dino")
+    for c in verdict.comparisons:
+        margin = METRICS[c.metric].margin
+        inside = -margin <= c.cs_low and c.cs_high <= margin
+        assert not (inside and c.directional), (c.dataset, c.metric, c.a, c.b, c.cs_low, c.cs_high)
+        assert c.decision == decide(c.cs_low, c.cs_high, c.mean_diff, c.metric)
+        assert c.family_size == 12 and c.level == 0.05 / 12
+
+
 def test_the_evidence_ships_light_small_and_recomputable():
     """checkpoints/evidence/: the seeds that settle the primary family (dino, seeds 10 and up, made
     by `settle` or its runs): light, within 15 MB, each with its eval loss per timestep and the
