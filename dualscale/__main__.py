@@ -336,7 +336,7 @@ def engine(a, store: Store):
 
 
 def cmd_reproduce(a) -> int:
-    from .paper import experiment, is_reference, metrics_frame, report
+    from .paper import experiment, for_csv, is_reference, metrics_frame, report
 
     if (name := user_data(a)) is not None:
         a.dataset = [name]
@@ -350,9 +350,9 @@ def cmd_reproduce(a) -> int:
     out = str(Path(a.out).resolve()) if a.out else "tables"  # --out is relative to here, the default to the store
     tables, text = report(frame, dict.fromkeys(a.variant), is_reference(settings(a)))
     for variant, tab in tables.items():
-        store.write_text(f"{out}/{variant}.csv", tab.to_csv(index=False))
+        store.write_text(f"{out}/{variant}.csv", for_csv(tab).to_csv(index=False))
     store.write_text(f"{out}/tables.md", text)
-    path = store.write_text(f"{out}/runs.csv", frame.to_csv(index=False))
+    path = store.write_text(f"{out}/runs.csv", for_csv(frame).to_csv(index=False))
     print(text)
     print(f"tables written to {path.parent}/ (baseline.csv, fixed.csv, adaptive.csv, runs.csv, tables.md)",
           file=sys.stderr)

@@ -70,6 +70,25 @@ def metrics_frame(runs) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def for_csv(frame: pd.DataFrame) -> pd.DataFrame:
+    """The frame as a CSV carries it, read without this registry: each metric column's unit in its
+    name (`kl_divergence_bits`, `training_time_s`; a table's "KL Divergence (bits) sd"), and a
+    verdict's rows (a `metric` column) get a `unit` column. Unitless metrics keep their names."""
+    names = {}
+    for name, spec in METRICS.items():
+        if not spec.unit:
+            continue
+        names[name] = f"{name}_{spec.unit}"
+        if f"({spec.unit})" not in spec.label:
+            names.update({c: c.replace(spec.label, f"{spec.label} ({spec.unit})", 1)
+                          for c in frame.columns if c == spec.label or c.startswith(spec.label + " ")})
+    out = frame.rename(columns=names)
+    if "metric" in out.columns and "unit" not in out.columns:
+        out.insert(list(out.columns).index("metric") + 1, "unit", [METRICS[m].unit if m in METRICS else ""
+                                                                    for m in out["metric"]])
+    return out
+
+
 def table(frame: pd.DataFrame, variant: str) -> pd.DataFrame:
     """One paper table from our runs: per dataset our value (mean over seeds), sd, n, paper, diff."""
     import pandas as pd

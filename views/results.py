@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from dualscale import METRICS, VARIANTS
-from dualscale.paper import TITLES, is_reference, metrics_frame, table
+from dualscale.paper import TITLES, for_csv, is_reference, metrics_frame, table
 from dualscale.plots import JUDGED_PAPER, PAGE_ORDER, compact_html, marked_tables
 from dualscale.stats import winners
 from views import common
@@ -73,7 +73,7 @@ for variant in VARIANTS:
             st.html(compact_html(tables[variant]))
             st.caption("KL and eval loss only, at this width: widen the window for every column.")
 
-st.download_button("Download metrics CSV (one row per run)", frame.to_csv(index=False),
+st.download_button("Download metrics CSV (one row per run; units in the column names)", for_csv(frame).to_csv(index=False),
                    file_name="dualscale-runs.csv", mime="text/csv", icon=":material/download:")
 with st.expander(f"All {len(frame)} runs"):
     st.dataframe(frame, hide_index=True)

@@ -8,6 +8,7 @@ import streamlit as st
 from dualscale import METRICS
 from dualscale.forest import forest, sequence_path
 from dualscale.metrics import floor
+from dualscale.paper import for_csv
 from dualscale.sentences import dataset_sentence, diff_text, headline, unpaired_lines, word
 from dualscale.stats import ALPHA, JUDGED, PAIRS, UNDECIDED
 from views import common, seeds
@@ -106,7 +107,8 @@ if verdicts.unpaired:
     with st.expander(f"{len(verdicts.unpaired)} runs without a partner (not in any comparison)"):
         st.markdown("\n".join(f"- {line}" for line in unpaired_lines(verdicts.unpaired, runs_now, problems)))
 st.download_button("Download the verdict as CSV (one row per comparison)",
-                   pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]).to_csv(index=False),
+                   for_csv(pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]))
+                   .to_csv(index=False),
                    file_name="dualscale-verdict.csv", mime="text/csv", icon=":material/download:")
 how_to_read(len({c.family for c in mine}))
 

@@ -320,10 +320,12 @@ def test_csv_download_has_one_row_per_run(server, page):
     frame = pd.read_csv(io.StringIO(Path(info.value.path()).read_text()))
     assert len(frame) == len(RUNS) + 1 == len(Store(root).runs())
     fields = [f for f in TrainConfig().to_dict()]
-    assert set(fields + list(METRICS) + ["run_id"]) <= set(frame.columns)
+    named = [f"{m}_{spec.unit}" if spec.unit else m for m, spec in METRICS.items()]  # units in the names
+    assert set(fields + named + ["run_id", "origin", "machine", "stacked"]) <= set(frame.columns)
+    assert "kl_divergence_bits" in named and "training_time_s" in named
     row = frame.set_index("run_id").loc[LIVE.run_id]
     assert (row.steps, row.seed, row.dataset, row.variant) == (LIVE.steps, 5, "moons", "adaptive")
-    assert frame[list(METRICS)].notna().all().all()
+    assert frame[named].notna().all().all()
     no_exception(page)
 
 

@@ -11,7 +11,7 @@ from dualscale import METRICS, Store, TrainConfig
 from dualscale.config import bounds_text, fields, training_settings
 from dualscale.events import Progress
 from dualscale.metrics import Metric, sample_metrics
-from dualscale.paper import PAPER_METRICS, metrics_frame, table
+from dualscale.paper import PAPER_METRICS, for_csv, metrics_frame, table
 from dualscale.plots import marked_tables
 from dualscale.runner import Runner
 from dualscale.train import Trained, train
@@ -159,6 +159,15 @@ def test_a_metric_added_to_the_registry_reaches_every_table(monkeypatch):
     assert list(frame["spread"]) == [0.5, 0.5]
     tables = marked_tables({v: table(frame, v) for v in ("baseline", "fixed")}, {("moons", "eval_loss"): "fixed"})
     assert "KL" in tables["fixed"].columns and tables["fixed"].loc["moons", "loss"] == "0.900 ★"
+    csv = for_csv(frame)  # what a CSV carries: the units in the names, the values untouched
+    assert {"training_time_s", "inference_time_s", "kl_divergence_bits", "eval_loss", "spread"} <= set(csv.columns)
+    assert "kl_divergence" not in csv.columns and list(csv.kl_divergence_bits) == [1.0, 0.9]
+    assert for_csv(table(frame, "fixed")).columns[-5:].tolist() == [
+        "KL Divergence (bits)", "KL Divergence (bits) sd", "KL Divergence (bits) ci", "KL Divergence (bits) paper",
+        "KL Divergence (bits) diff"]
+    import pandas as pd
+    rows = for_csv(pd.DataFrame({"dataset": ["dino"] * 3, "metric": ["kl_divergence", "training_time", "recall"]}))
+    assert rows.columns.tolist() == ["dataset", "metric", "unit"] and rows.unit.tolist() == ["bits", "s", ""]
 
 
 def test_metric_specs_are_complete():

@@ -390,7 +390,11 @@ def test_cli_reproduce_writes_tables(cli, tmp_path):
     assert list(base.dataset) == ["line", "moons"]  # the paper's order
     assert base["Eval Loss paper"].tolist() == [0.804, 0.616]
     np.testing.assert_allclose(base["Eval Loss diff"], base["Eval Loss"] - base["Eval Loss paper"])
-    assert len(pd.read_csv(tables / "runs.csv")) == 4
+    assert base.columns[2:4].tolist() == ["Training Time (s)", "Training Time (s) sd"]
+    assert {"KL Divergence (bits)", "KL Divergence (bits) paper", "KL Divergence (bits) diff"} <= set(base.columns)
+    runs = pd.read_csv(tables / "runs.csv")  # units in the names: the CSV is read without our registry
+    assert len(runs) == 4 and {"training_time_s", "inference_time_s", "kl_divergence_bits", "eval_loss"} <= set(runs.columns)
+    assert "kl_divergence" not in runs.columns and (runs.kl_divergence_bits > 0).all()
     again = cli("reproduce", "--datasets", "moons", "--variants", "baseline", "--steps", "100",
                 "--n-points", "2048", "--n-samples", "500", "--device", "cpu", store=tmp_path)
     assert again.returncode == 0 and "sampling" not in again.stderr  # loaded, not retrained
