@@ -325,11 +325,14 @@ def _cell(metric, mean: float, ci: float, best: bool) -> str:
 
 # ---------------------------------------------------------------------------------- schedules
 
-def schedule_curves(abars: dict[str, np.ndarray]) -> go.Figure:
+def schedule_curves(abars: dict[str, np.ndarray], stacked: bool = False) -> go.Figure:
     """abar(t) and SNR(t) = abar / (1 - abar) (log scale) of each schedule; the legend says how much
-    signal, sqrt(abar_T), each leaves at the last step."""
-    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.08,
-                        subplot_titles=["abar(t): the signal's share of x_t's variance", "SNR(t) = abar / (1 − abar), log scale"])
+    signal, sqrt(abar_T), each leaves at the last step. Side by side, or one above the other
+    (`stacked`, for a phone: side by side at 390 px the two titles overprint)."""
+    titles = ["abar(t): the signal's share of x_t's variance", "SNR(t) = abar / (1 − abar), log scale"]
+    fig = (make_subplots(rows=2, cols=1, vertical_spacing=0.16, subplot_titles=titles) if stacked else
+           make_subplots(rows=1, cols=2, horizontal_spacing=0.08, subplot_titles=titles))
+    second = dict(row=2, col=1) if stacked else dict(row=1, col=2)
     for i, (label, abar) in enumerate(abars.items()):
         t = np.arange(len(abar))
         color = SCHEDULE_COLORS[i % len(SCHEDULE_COLORS)]
@@ -341,11 +344,15 @@ def schedule_curves(abars: dict[str, np.ndarray]) -> go.Figure:
         snr = np.where(snr > 0, snr, np.nan)  # SNR 0 (zero terminal SNR) has no log: the curve ends there
         fig.add_trace(go.Scatter(x=t, y=snr, mode="lines", name=name, legendgroup=label, showlegend=False,
                                  line=dict(color=color),
-                                 hovertemplate=f"{label}<br>t %{{x}}<br>SNR %{{y:.4g}}<extra></extra>"), row=1, col=2)
-    fig.update_yaxes(type="log", row=1, col=2)
-    fig.update_xaxes(title_text="t")
-    fig.update_layout(height=380, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h", y=-0.25),
-                      hovermode="x unified")
+                                 hovertemplate=f"{label}<br>t %{{x}}<br>SNR %{{y:.4g}}<extra></extra>"), **second)
+    fig.update_yaxes(type="log", **second)
+    fig.update_xaxes(title_text="t", **second)  # stacked: only the lower one, the upper's would touch its title
+    if not stacked:
+        fig.update_xaxes(title_text="t", row=1, col=1)
+    if stacked:
+        fig.update_annotations(font_size=12)
+    fig.update_layout(height=640 if stacked else 380, margin=dict(l=10, r=10, t=40, b=10),
+                      legend=dict(orientation="h", y=-0.14 if stacked else -0.25), hovermode="x unified")
     return fig
 
 
@@ -359,7 +366,7 @@ def start_kl(rows: list[dict], floor_value: float | None = None) -> go.Figure:
     fig = go.Figure()
     rows = [r for r in rows if r.get("oracle") is not None]
     counts = {s: sum(r["schedule"] == s for r in rows) for s in dict.fromkeys(r["schedule"] for r in rows)}
-    label = {s: f"{s} ({n} seed{'s' if n > 1 else ''})" for s, n in counts.items()}
+    label = {s: f"{s}<br>({n} seed{'s' if n > 1 else ''})" for s, n in counts.items()}  # two short lines: no tilt
     rows = [{**r, "schedule": label[r["schedule"]]} for r in rows]
     schedules = list(dict.fromkeys(r["schedule"] for r in rows))
     for key, name, color in (("kl", "from N(0, I) (how it samples)", "#2c3e50"),

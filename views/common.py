@@ -22,6 +22,22 @@ from dualscale.system import dashboard_workers
 SETTINGS = tuple(f.name for f in training_settings())
 PREVIEWS = 10  # progress events that carry alpha(t) and a few samples (~0.1 s each on a CPU)
 
+# A page shows a container keyed "wide_..." above 640 px and one keyed "narrow_..." below (a phone),
+# for what would be cramped or scroll sideways at 390 px: Results' tables, Samples' and Schedules' figures.
+WIDTH_SWITCH = """<style>
+[class*="st-key-narrow_"] { display: none; }
+@media (max-width: 640px) {
+  [class*="st-key-wide_"] { display: none; }
+  [class*="st-key-narrow_"] { display: block; }
+}
+</style>"""
+
+
+def wide_or_narrow(key: str):
+    """The two containers of one thing: (wide, narrow). Only one of them shows, by the window's width."""
+    st.html(WIDTH_SWITCH)
+    return st.container(key=f"wide_{key}"), st.container(key=f"narrow_{key}")
+
 
 def store_root() -> str:
     """Where runs live; tests point DUALSCALE_STORE at a temp folder."""
@@ -81,7 +97,7 @@ def selection(unused: str = "") -> Selection:
     """Read what app.py's sidebar stored for this rerun; `unused` names the sidebar controls this
     page ignores, and the sidebar says so under them."""
     if unused:
-        st.sidebar.caption(f":material/info: {unused} do not apply on this page.")
+        st.sidebar.caption(f":material/info: Not used on this page: {unused}.")
     return st.session_state["selection"]
 
 

@@ -22,18 +22,13 @@ def column_config() -> dict:
 
 # Below 640 px (a phone) the nine-column tables would scroll sideways: each is shown there as a
 # compact table of the judged metrics instead (its cells wrap), and the full one is hidden.
-NARROW_CSS = """<style>
-[class*="st-key-narrow_"] { display: none; }
+COMPACT_CSS = """<style>
 .compact-table { font-size: 0.8rem; border-collapse: collapse; width: 100%; }
 .compact-table th, .compact-table td { padding: 2px 4px; border-bottom: 1px solid #ddd; text-align: left; }
-@media (max-width: 640px) {
-  [class*="st-key-wide_"] { display: none; }
-  [class*="st-key-narrow_"] { display: block; }
-}
 </style>"""
 
 sel = common.selection("Dataset, variant and seed")
-st.html(NARROW_CSS)
+st.html(COMPACT_CSS)
 st.title("Results")
 frame = metrics_frame(common.all_runs())
 for problem in common.store().problems():  # unreadable run folders are skipped, not hidden
@@ -67,9 +62,10 @@ for variant in VARIANTS:
     if tables[variant].empty:
         st.caption("No runs of this variant on the paper's datasets with these settings.")
     else:
-        with st.container(key=f"wide_{variant}"):
+        wide, narrow = common.wide_or_narrow(variant)
+        with wide:
             st.dataframe(tables[variant], column_config=column_config(), key=f"table_{variant}")
-        with st.container(key=f"narrow_{variant}"):
+        with narrow:
             st.html(compact_html(tables[variant]))
             st.caption("KL and eval loss only, at this width: widen the window for every column.")
 

@@ -8,16 +8,6 @@ from dualscale import VARIANTS
 from dualscale.plots import sample_panels, trajectory_animation
 from views import common
 
-# Below 640 px the three side-by-side panels would be 100 px wide: the stacked figure shows instead.
-NARROW_CSS = """<style>
-[class*="st-key-narrow_samples"] { display: none; }
-@media (max-width: 640px) {
-  [class*="st-key-wide_samples"] { display: none; }
-  [class*="st-key-narrow_samples"] { display: block; }
-}
-</style>"""
-
-
 @st.cache_resource(max_entries=32, show_spinner=False)
 def panels_figure(root: str, dataset: str, keys: tuple):
     """Figures per (dataset, shown runs): switching back to a dataset costs no rebuild.
@@ -53,10 +43,10 @@ scatter, stacked, animation = panels_figure(common.store_root(), sel.dataset, ke
 n = next(r for r in shown.values() if r).config.n_samples
 st.markdown(f"**{sel.dataset}**: {n:,} generated points per model over the real data (grey). "
             "Drag to zoom (all panels follow), double-click to reset.")
-st.html(NARROW_CSS)
-with st.container(key="wide_samples"):
+wide, narrow = common.wide_or_narrow("samples")  # below 640 px three side-by-side panels would be 100 px wide
+with wide:
     st.plotly_chart(scatter, key="samples_scatter")
-with st.container(key="narrow_samples"):  # a phone: the panels one above the other, 3,000 points each
+with narrow:  # a phone: the panels one above the other, 3,000 points each
     st.plotly_chart(stacked, key="samples_stacked")
 st.subheader("Reverse process")
 seeds = {r.config.seed for r in shown.values() if r}

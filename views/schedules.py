@@ -55,7 +55,11 @@ curves = {label: abar(settings.timesteps, over.get("beta_schedule", "linear"), o
           for label, over in SHOWN.items()}
 if current not in curves:
     curves[f"{current} (sidebar)"] = abar(settings.timesteps, settings.beta_schedule, settings.beta_end)
-st.plotly_chart(schedule_curves(curves), key="schedule_curves")
+wide, narrow = common.wide_or_narrow("schedule_curves")
+with wide:
+    st.plotly_chart(schedule_curves(curves), key="schedule_curves")
+with narrow:
+    st.plotly_chart(schedule_curves(curves, stacked=True), key="schedule_curves_stacked")
 st.caption(f"T = {settings.timesteps} (the sidebar's). Click a legend entry to hide a schedule; zoom with the mouse.")
 
 st.subheader(f"What the start mismatch costs on {sel.dataset} ({sel.variant})")

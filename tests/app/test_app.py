@@ -154,9 +154,9 @@ def test_sidebar_says_which_controls_a_page_ignores(app):
     for name, ignored in (("results", "Dataset, variant and seed"), ("verdict", "Dataset, variant and seed"),
                           ("samples", "Variant"), ("alpha", "Variant and seed")):
         page(app, name)
-        assert f"{ignored}" in texts(app.sidebar.caption) and "do not apply on this page" in texts(app.sidebar.caption)
+        assert f"{ignored}" in texts(app.sidebar.caption) and "Not used on this page: " in texts(app.sidebar.caption)
     page(app, "train")
-    assert "do not apply" not in texts(app.sidebar.caption)  # Train uses every control
+    assert "Not used on this page" not in texts(app.sidebar.caption)  # Train uses every control
 
 
 def test_results_never_pools_runs_of_other_settings(app):
@@ -640,14 +640,18 @@ def test_schedules_page_draws_schedules_the_start_cost_and_the_study(store_root,
     select(at, dataset="moons", variant="baseline")
     page(at, "schedules")
     assert [t.value for t in at.title] == ["Noise schedules"]
-    curves = figure(at, 0)
+    curves, stacked = figure(at, "schedule_curves"), figure(at, "schedule_curves_stacked")  # wide, and a phone's
     names = [d["name"] for d in curves["data"] if d.get("showlegend") is not False]
     assert names[0] == "linear (sqrt(abar_T) = 0.6030)" and any(n.startswith("zero_snr, v (sqrt(abar_T) = 0.0000)") for n in names)
-    bars = figure(at, 1)["data"]
-    assert [b["x"] for b in bars] == [["linear (2 seeds)", "cosine (2 seeds)"]] * 2  # from N(0, I), from q(x_T)
+    assert [d["name"] for d in stacked["data"]] == [d["name"] for d in curves["data"]]
+    assert ({d["xaxis"] for d in curves["data"]}, {d["yaxis"] for d in curves["data"]}) == ({"x", "x2"}, {"y", "y2"})
+    assert curves["layout"]["xaxis2"]["domain"][0] > 0.5 and stacked["layout"]["yaxis2"]["domain"][1] < 0.5  # beside, below
+    assert stacked["layout"]["yaxis2"]["type"] == "log" and stacked["layout"]["xaxis2"]["domain"] == [0.0, 1.0]
+    bars = figure(at, "start_kl")["data"]
+    assert [b["x"] for b in bars] == [["linear<br>(2 seeds)", "cosine<br>(2 seeds)"]] * 2  # from N(0, I), from q(x_T)
     assert all(np.isfinite(values(b["y"]).astype(float)).all() for b in bars)
     assert "**moons**, cosine − linear (2 seeds): " in texts(at.markdown)
-    forest = figure(at, 2)
+    forest = figure(at, "schedule_forest")
     assert [a["text"] for a in forest["layout"]["annotations"]][0] == "KL Divergence (lower is better)"
     assert "moons" in forest["data"][0]["hovertemplate"] and "schedules: kl_divergence" in forest["data"][0]["hovertemplate"]
     assert at.get("button_group")[0].value == "cosine − linear"

@@ -208,8 +208,18 @@ def test_every_page_renders_with_the_test_runs(page):
     go(page, "alpha(t)", "alpha(t)")
     page.locator(".js-plotly-plot").nth(1).wait_for()  # alpha(t) curves + loss curves
     go(page, "Schedules", "Noise schedules")
-    page.locator(".js-plotly-plot").nth(1).wait_for()  # abar/SNR curves + the start-KL bars
+    page.locator(".js-plotly-plot").nth(2).wait_for()  # abar/SNR curves (side by side, stacked) + the start-KL bars
     page.get_by_text("Not enough paired runs of two schedules").wait_for()  # the study, after the figures
+    wide, narrow = page.locator(".st-key-wide_schedule_curves"), page.locator(".st-key-narrow_schedule_curves")
+    assert wide.is_visible() and not narrow.is_visible()
+    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the two panels one above the other
+    narrow.wait_for(state="visible")
+    assert not wide.is_visible()
+    titles = [narrow.locator(".g-gtitle, .annotation-text", has_text=t).bounding_box() for t in ("abar(t)", "SNR(t)")]
+    assert titles[0]["y"] + titles[0]["height"] <= titles[1]["y"]  # one above the other, never overprinted
+    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in titles)
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+    page.set_viewport_size({"width": 1400, "height": 1000})
     go(page, "Train", "Train")
     assert page.get_by_text("loaded instantly").count() == 1  # moons adaptive seed 0 is stored
     go(page, "Results", "Results")
