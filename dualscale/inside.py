@@ -17,14 +17,14 @@ from plotly.subplots import make_subplots
 def per_timestep(runs_a: dict, runs_b: dict) -> dict | None:
     """runs_a, runs_b: seed -> (T,) eval loss per timestep. -> {"seeds", "mean", "low", "high"} of
     a - b at each t over the common seeds (descriptive t-interval per t), or None below 2 seeds."""
-    from scipy import stats
+    from scipy.special import stdtrit  # the t quantile, without importing scipy.stats
 
     seeds = sorted(set(runs_a) & set(runs_b))
     if len(seeds) < 2:
         return None
     d = np.stack([np.asarray(runs_a[s], dtype=float) - np.asarray(runs_b[s], dtype=float) for s in seeds])  # (n, T)
     mean, se = d.mean(0), d.std(0, ddof=1) / np.sqrt(len(seeds))
-    half = stats.t.ppf(0.975, len(seeds) - 1) * se
+    half = stdtrit(len(seeds) - 1, 0.975) * se
     return {"seeds": seeds, "mean": mean, "low": mean - half, "high": mean + half}
 
 

@@ -7,14 +7,17 @@ the browser on every rerun, and 100,000 points would make that slow.
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from .metrics import METRICS
 from .paper import PAPER_METRICS
+
+if TYPE_CHECKING:  # pandas is imported by the table builders only: the Train page's first visit skips it (0.25 s)
+    import pandas as pd
 
 VARIANT_COLORS = {"baseline": "#2e86de", "fixed": "#e67e22", "adaptive": "#16a085"}  # none grey: grey is the data
 DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a085", "#d35400",
@@ -279,6 +282,8 @@ def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
     paper: whether the runs are at the paper's settings (else its values would compare unlike with
     unlike, a 400-step run with the paper's 10,000 steps: the paper's columns are left out).
     """
+    import pandas as pd
+
     specs = [METRICS[name] for name in order]
     winners = winners or {}
     out = {}

@@ -170,3 +170,12 @@ def test_verdict_command_answers_in_json(cli, tmp_path):
     assert text.returncode == 0 and "adaptive - baseline" in text.stdout
     missing = cli("verdict", store=tmp_path / "nope")
     assert missing.returncode == 2 and missing.stderr.startswith("error: no run store at")
+
+
+def test_the_tables_ci_is_the_student_t_interval():
+    """Results' "± 95% CI": t quantile (2.262 at 9 df, 12.706 at 1 df) times sd / sqrt(n); none from one seed."""
+    from dualscale.paper import ci_half_width
+
+    assert ci_half_width(1.0, 10) == pytest.approx(2.2621571627982053 / math.sqrt(10), rel=1e-12)
+    assert ci_half_width(0.5, 2) == pytest.approx(12.706204736174707 * 0.5 / math.sqrt(2), rel=1e-12)
+    assert math.isnan(ci_half_width(1.0, 1)) and math.isnan(ci_half_width(math.nan, 5))
