@@ -44,19 +44,26 @@ def headline(primary: list[Comparison]) -> str:
     """One sentence with numbers on the paper's claim (the primary family at one set of settings)."""
     if not primary:
         return "No paired seeds on the paper's datasets yet: the paper's claim cannot be judged."
-    n = max(c.n for c in primary)
     quiet = sorted({c.dataset for c in primary} - {c.dataset for c in primary if c.decision != NO_DIFFERENCE})
     parts = []
     for dataset in dict.fromkeys(c.dataset for c in primary):
         if dataset in quiet:
             continue
         mine = [c for c in primary if c.dataset == dataset]
-        parts.append(f"on {dataset}, " + "; ".join(f"{pair(c)} {span(c)}: **{word(c)}**" for c in mine))
+        parts.append(f"on {dataset} ({_seeds(mine)}), " + "; ".join(f"{pair(c)} {span(c)}: **{word(c)}**" for c in mine))
     if quiet:
         margin = METRICS[primary[0].metric]
-        parts.append(f"on {_join(quiet)} the three variants make **no practical difference** to "
-                     f"{margin.short} (every interval within ±{margin.margin:g} {margin.unit})")
-    return f"After {n} seeds, in KL divergence: " + "; ".join(parts) + "."
+        mine = [c for c in primary if c.dataset in quiet]
+        parts.append(f"on {_join(quiet)} ({_seeds(mine)}{' each' if len(quiet) > 1 else ''}) the three variants "
+                     f"make **no practical difference** to {margin.short} (every interval within "
+                     f"±{margin.margin:g} {margin.unit})")
+    return "In KL divergence: " + "; ".join(parts) + "."
+
+
+def _seeds(comparisons: list[Comparison]) -> str:
+    """How many paired seeds are behind these comparisons: "10 seeds", or "37-38 seeds"."""
+    low, high = min(c.n for c in comparisons), max(c.n for c in comparisons)
+    return f"{low} seed{'s' if low > 1 else ''}" if low == high else f"{low}-{high} seeds"
 
 
 def dataset_sentence(dataset: str, comparisons: list[Comparison], a: str, b: str) -> str:

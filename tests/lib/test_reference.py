@@ -134,6 +134,16 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
     assert len(primary) == 12 and {c.dataset for c in primary} == set(PAPER_DATASETS)
     assert [c for c in primary if c.dataset != "dino" and c.directional] == []
     assert all(c.decision == "no practical difference" for c in primary if c.dataset != "dino")
+    from dualscale.sentences import headline, span, word
+
+    dino = [c for c in primary if c.dataset == "dino"]
+    n = sorted({c.n for c in dino})
+    text = headline(primary)  # the page's first sentence: each dataset with its own count of seeds
+    assert text.startswith(f"In KL divergence: on dino ({n[0]}-{n[-1]} seeds), " if len(n) > 1 else
+                           f"In KL divergence: on dino ({n[0]} seeds), ")
+    assert all(f"{c.a} − {c.b} {span(c)}: **{word(c)}**" in text for c in dino)
+    assert text.endswith("on circle, line and moons (10 seeds each) the three variants make **no practical "
+                         "difference** to KL (every interval within ±0.02 bits).")
     for c in verdict.comparisons:
         margin = METRICS[c.metric].margin
         inside = -margin <= c.cs_low and c.cs_high <= margin
