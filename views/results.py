@@ -47,7 +47,9 @@ st.caption(f"{len(same)} runs with the sidebar's training settings ({common.sett
            "★ = better than both other variants on that dataset in the Verdict's decision (its confidence "
            "sequence, paired by seed, excludes 0 in its favour within the declared family; KL and eval loss; "
            "times are not judged). "
-           f"{legend} (the paper's seconds are GPU seconds).")
+           f"{legend} (the paper's seconds are GPU seconds). Our seconds are as each run measured them, on its "
+           "machine and beside whatever else ran (the dino evidence seeds shared 2 cores with other work): "
+           "compare them within one sweep; the CSV's `machine`, `origin` and `stacked` columns say which.")
 
 present = {d: set(g.variant) for d, g in same.groupby("dataset")} if len(same) else {}
 judged = [c for c in common.settings_comparisons(common.verdict(), sel.settings)
