@@ -21,9 +21,9 @@ def field(root: str, run_id: str, stamp: int, t: int, lim: float) -> dict:
 
 sel = common.selection("Seed (every seed is used above; the field shows the sidebar's run)")
 st.title("Inside the models")
-st.markdown("The paper's idea: a **global** branch (the input as it is) for overall structure, a **local** branch "
-            "(an \"upscaled\" input: here a learned linear map of the point) for fine detail, and a weight alpha(t) on the global one, learned from the timestep, "
-            "that shifts the balance between them as noise falls. The paper does not say which way it should shift. "
+st.markdown("The paper's idea: a **global** branch (the input as it is) for overall structure, a **local** "
+            "branch (an \"upscaled\" input: here a learned linear map of the point) for fine detail, and a weight "
+            "alpha(t) on the global one, learned from the timestep, that shifts the balance between them as noise falls. The paper does not say which way it should shift. "
             "Here: where in t the dual-scale models predict the noise better, beside alpha(t); then what each branch "
             "predicts over the plane.")
 
