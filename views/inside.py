@@ -23,9 +23,9 @@ sel = common.selection("Seed (every seed is used above; the field shows the side
 st.title("Inside the models")
 st.markdown("The paper's idea: a **global** branch (the input as it is) for overall structure, a **local** "
             "branch (an \"upscaled\" input: here a learned linear map of the point) for fine detail, and a weight "
-            "alpha(t) on the global one, learned from the timestep, that shifts the balance between them as noise falls. The paper does not say which way it should shift. "
-            "Here: where in t the dual-scale models predict the noise better, beside alpha(t); then what each branch "
-            "predicts over the plane.")
+            "alpha(t) on the global one, learned from the timestep, that shifts the balance between them as noise "
+            "falls. The paper does not say which way it should shift. Here: where in t the dual-scale models predict "
+            "the noise better, beside alpha(t); then what each branch predicts over the plane.")
 
 st.subheader(f"Where in t, on {sel.dataset}")
 runs = [r for r in common.all_runs() if r.config.dataset == sel.dataset and common.same_config_settings(r.config, sel.settings)]
