@@ -352,10 +352,10 @@ def schedule_curves(abars: dict[str, np.ndarray], stacked: bool = False) -> go.F
                                  hovertemplate=f"{label}<br>t %{{x}}<br>SNR %{{y:.4g}}<extra></extra>"), **second)
     fig.update_yaxes(type="log", **second)
     fig.update_xaxes(title_text="t", **second)  # stacked: only the lower one, the upper's would touch its title
-    if not stacked:
-        fig.update_xaxes(title_text="t", row=1, col=1)
     if stacked:
         fig.update_annotations(font_size=12)
+    else:
+        fig.update_xaxes(title_text="t", row=1, col=1)
     fig.update_layout(height=640 if stacked else 380, margin=dict(l=10, r=10, t=40, b=10),
                       legend=dict(orientation="h", y=-0.14 if stacked else -0.25), hovermode="x unified")
     return fig
