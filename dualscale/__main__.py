@@ -27,6 +27,7 @@ from .system import DEVICES, resolve_device
 STARTED = time.perf_counter()  # the wall-time summary of a stacked sweep counts from here
 TYPES = {"int": int, "float": float, "str": str}
 MAX_THREADS, MAX_JOBS = 1024, 256  # beyond these a number is a typo, not a machine
+MAX_BUDGET_SEEDS = 100_000  # settle: more seeds than a person would train; the plan is made lazily anyway
 SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
 
 
@@ -110,8 +111,15 @@ def settings(a: argparse.Namespace) -> dict:
     return {**out, **PAPER_TEXT} if a.paper_text else out
 
 
+class OneLineParser(argparse.ArgumentParser):
+    """A bad flag is one line that names the help to read, not a screen of usage before it."""
+
+    def error(self, message):
+        self.exit(EXIT_BAD_INPUT, f"error: {message} (see: {self.prog} --help)\n")
+
+
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m dualscale", description=__doc__.splitlines()[0])
+    p = OneLineParser(prog="python -m dualscale", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("train", help="train, evaluate and store one run; prints its metrics as JSON")
     settings_args(t, plural=False)
@@ -127,8 +135,12 @@ def parser() -> argparse.ArgumentParser:
                     metavar="DATASET", help="datasets to settle (default: the paper's four)")
     se.add_argument("--metric", default="kl_divergence", choices=[m for m, spec in METRICS.items() if spec.margin],
                     help="the metric whose family is settled (default: %(default)s, the primary family)")
+    se.add_argument("--family", default="primary", help="primary (exploratory: the paper's four datasets, or "
+                    "--metric's secondary family) or confirmatory (declared before its data: dino, KL, the three "
+                    "pairs, fresh seeds 68 and up, judged by the share of seeds where a beats b; the reference "
+                    "settings only) (default: %(default)s)")
     se.add_argument("--budget-seeds", type=int, default=100, help="stop when the open comparisons have this many "
-                    "seeds (default: %(default)s)")
+                    "seeds (confirmatory: this many fresh seeds) (default: %(default)s)")
     se.add_argument("--batch", type=int, default=10, help="seeds added per round to each undecided comparison "
                     "(default: %(default)s)")
     g = se.add_argument_group("training settings (defaults: the reference experiment)")
@@ -360,28 +372,42 @@ def cmd_reproduce(a) -> int:
 
 
 def cmd_settle(a) -> int:
-    from .settle import family_label, plan
-    from .stats import Verdicts
+    from .config import settings_tag
+    from .settle import FAMILIES, family_label, plan
+    from .stats import CONFIRM, CONFIRMATORY, Verdicts
 
-    if a.budget_seeds < 2 or a.batch < 1:
-        raise ValueError(f"--budget-seeds must be >= 2 and --batch >= 1, got {a.budget_seeds} and {a.batch}")
+    if a.family not in FAMILIES:
+        raise ValueError(f"unknown --family {a.family!r}; choose from: {', '.join(FAMILIES)}")
+    if not 2 <= a.budget_seeds <= MAX_BUDGET_SEEDS or not 1 <= a.batch <= a.budget_seeds:
+        raise ValueError(f"--budget-seeds must be in 2..{MAX_BUDGET_SEEDS} and --batch in 1..--budget-seeds, "
+                         f"got {a.budget_seeds} and {a.batch}")
     if (name := user_data(a)) is not None:
         a.dataset = [name]
     target = TrainConfig(**settings(a)).validate()
-    for d in a.dataset:
-        TrainConfig(**{**target.to_dict(), "dataset": d}).check_resources()
+    if a.family == CONFIRMATORY:
+        if a.data_file or a.dataset not in (list(PAPER_DATASETS), [CONFIRM.dataset]) or a.metric != CONFIRM.metric:
+            raise ValueError(f"the confirmatory family is declared on {CONFIRM.dataset} and {CONFIRM.metric}; "
+                             "leave out --datasets, --data-file and --metric")
+        if settings_tag(target):
+            raise ValueError(f"the confirmatory family is declared at the reference settings; drop {settings_tag(target)}")
+        a.dataset = [CONFIRM.dataset]
+    for d in a.dataset:  # an unknown name is refused here, before the store, its locks and a bar exist
+        TrainConfig(**{**target.to_dict(), "dataset": d}).validate().check_resources()
     store = Store(a.store)
+    if a.family == CONFIRMATORY and not any((store.root / f).is_dir() for f in ("reference", "evidence")):
+        raise StoreError(f"{store.root} holds no shipped runs (reference/, evidence/): the confirmatory family "
+                         "continues the project's store (--store checkpoints)")
     run = engine(a, store)
     keep_user_data(a, store)
-    print(f"settling the {family_label(a.metric)} family on {', '.join(a.dataset)}, at most {a.budget_seeds} seeds, "
-          f"{a.batch} per round", file=sys.stderr)
+    print(f"settling the {family_label(a.metric, a.dataset[0], a.family)} family on {', '.join(a.dataset)}, "
+          f"at most {a.budget_seeds} seeds, {a.batch} per round", file=sys.stderr)
     with tqdm(total=0, desc="settle", unit="run", file=sys.stderr, dynamic_ncols=True) as bar:
         while True:
-            rnd = plan(store.runs(), target, a.dataset, a.metric, a.budget_seeds, a.batch)
+            rnd = plan(store.runs(), target, a.dataset, a.metric, a.budget_seeds, a.batch, a.family)
             for c in rnd.open:
                 tqdm.write(settle_line(c), file=sys.stderr)
             if rnd.missing:
-                tqdm.write(f"not judged yet (fewer than 2 paired seeds): {', '.join(rnd.missing)}", file=sys.stderr)
+                tqdm.write(f"not judged yet (too few paired seeds): {', '.join(rnd.missing)}", file=sys.stderr)
             if not rnd.todo:
                 break
             bar.total += len(rnd.todo)
@@ -397,11 +423,12 @@ def cmd_settle(a) -> int:
 
 
 def settle_line(c) -> str:
-    m = METRICS[c.metric]
-    need = lambda n: f"{n}" if n else ">10000"  # noqa: E731
-    return (f"undecided {c.dataset} {c.a} - {c.b}: n {c.n}, mean {m.format(c.mean_diff, signed=True)}, sequence "
-            f"[{m.format(c.cs_low, signed=True)}, {m.format(c.cs_high, signed=True)}], projected seeds "
-            f"{need(c.seeds_needed)} ({need(c.seeds_needed_half)} if half the difference)")
+    from .sentences import confirm_text, diff_text, projection_text
+
+    if c.family == "confirmatory":
+        return f"undecided {c.dataset} {c.a} - {c.b} (confirmatory): {confirm_text(c)}"
+    return (f"undecided {c.dataset} {c.a} - {c.b}: n {c.n}, mean {diff_text(c.metric, c.mean_diff)}, sequence "
+            f"[{diff_text(c.metric, c.cs_low)}, {diff_text(c.metric, c.cs_high)}]; {projection_text(c)}")
 
 
 def cmd_verdict(a) -> int:
@@ -431,31 +458,43 @@ def cmd_verdict(a) -> int:
 
 
 def verdict_table(verdicts, runs=(), problems=None) -> str:
-    """The comparisons as text: a section per family (the primary first) within each set of settings."""
-    from .stats import ALPHA
+    """The comparisons as text: a section per family (the confirmatory, then the primary first) within
+    each set of settings; under each section its notes (doubts, projections)."""
+    from .sentences import doubt_text, projection_text
+    from .stats import ALPHA, CONFIRMATORY
 
     head = (f"{'dataset':8s} {'a - b':34s} {'n':>4s} {'mean diff':>10s} {'sequence interval':>22s} "
-            f"{'t-interval (descr.)':>22s}  decision")
+            f"{'t-interval (descr.)':>22s} {'P(a better) [interval]':>23s}  decision")
     lines = []
     settings = sorted(dict.fromkeys(c.settings for c in verdicts.comparisons), key=bool)  # the reference first
+    order = {CONFIRMATORY: 0, "primary": 1}
     for st in settings:
         mine = [c for c in verdicts.comparisons if c.settings == st]
-        families = sorted(dict.fromkeys(c.family for c in mine), key=lambda f: (f != "primary", f))
+        families = sorted(dict.fromkeys(c.family for c in mine), key=lambda f: (order.get(f, 2), f))
         for fam in families:
             members = [c for c in mine if c.family == fam]
             size = members[0].family_size
-            lines.append(f"== {fam} ({size} comparisons, each sequence at {ALPHA:g}/{size}) - "
+            what = {CONFIRMATORY: "declared before its data; seeds 68 and up; decided by P(a better)",
+                    "primary": "exploratory: its seeds were looked at"}.get(fam, "secondary")
+            lines.append(f"== {fam} ({size} comparisons, each interval at {ALPHA:g}/{size}; {what}) - "
                          f"{st or 'the reference settings'}")
             lines.append(head)
+            notes = []
             for c in members:
                 lines.append(_verdict_line(c))
-            lines.append("")
+                pair = f"{c.dataset} {c.a} - {c.b}" + ("" if fam in order else f" {METRICS[c.metric].short}")
+                if c.gaussian_doubt and fam != CONFIRMATORY:
+                    notes.append(f"  ! {pair}: {doubt_text(c)}")
+                if c.decision == "undecided" and fam != CONFIRMATORY:
+                    notes.append(f"  {pair}: {projection_text(c)}")
+            lines += notes + [""]
     if not verdicts.comparisons:
         lines.append("no pairs: every comparison needs at least 2 seeds of both variants with the same settings")
     else:
-        lines.append("sequence interval: valid however often seeds are added (Lai's t-mixture, Bonferroni within the "
-                     "family); projected: seeds at which it would decide if the true difference were the one "
-                     "observed (/ half of it), the spread as observed")
+        lines.append("sequence interval: valid however often seeds are added, for roughly symmetric differences (the "
+                     "Gaussian-mixture sequence of Wang & Ramdas 2023, Bonferroni within the family); P(a better): "
+                     "the share of seeds where a beats b, with an anytime-valid interval that assumes only "
+                     "independent seeds (it decides the confirmatory family, and describes the rest)")
     from .sentences import unpaired_lines
 
     lines += [f"unpaired: {line}" for line in unpaired_lines(verdicts.unpaired, runs, problems or {})]
@@ -463,17 +502,18 @@ def verdict_table(verdicts, runs=(), problems=None) -> str:
 
 
 def _verdict_line(c) -> str:
-    m = METRICS[c.metric]
+    from .sentences import diff_text
 
     def span(lo, hi):
-        return f"[{m.format(lo, signed=True)}, {m.format(hi, signed=True)}]"
+        return f"[{diff_text(c.metric, lo)}, {diff_text(c.metric, hi)}]"
 
-    pair = c.a + " - " + c.b + (f" ({c.variant})" if c.variant else "") + ("" if c.family == "primary" else f" {m.short}")
-    word = c.decision + (" (real but negligible)" if c.negligible else "")
-    if c.decision == "undecided":
-        word += f" (projected: {c.seeds_needed or '>10000'} / {c.seeds_needed_half or '>10000'} seeds)"
-    return (f"{c.dataset:8s} {pair:34s} {c.n:4d} {m.format(c.mean_diff, signed=True):>10s} "
-            f"{span(c.cs_low, c.cs_high):>22s} {span(c.ci_low, c.ci_high):>22s}  {word}")
+    m = METRICS[c.metric]
+    pair = c.a + " - " + c.b + (f" ({c.variant})" if c.variant else "") + ("" if c.family in ("primary", "confirmatory")
+                                                                          else f" {m.short}")
+    word = c.decision + (" (real but negligible)" if c.negligible else "") + (" !" if c.gaussian_doubt else "")
+    improve = f"{c.p_improve:.2f} [{c.pi_low:.2f}, {c.pi_high:.2f}]"
+    return (f"{c.dataset:8s} {pair:34s} {c.n:4d} {diff_text(c.metric, c.mean_diff):>10s} "
+            f"{span(c.cs_low, c.cs_high):>22s} {span(c.ci_low, c.ci_high):>22s} {improve:>23s}  {word}")
 
 
 def cmd_rescore(a) -> int:

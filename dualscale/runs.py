@@ -10,6 +10,8 @@ plain dicts named in events.py (JSON lines in the store's progress file):
 """
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -87,13 +89,32 @@ def single_record(config: TrainConfig, trained, ev, dev, half: bool, light: bool
                   losses=trained.losses, trajectory=ev.trajectory, weights=weights, made=made, light=light)
 
 
-def made_record(device, half: bool, command: str) -> dict:
+def made_record(device, half: bool, command: str, engine: str = "single") -> dict:
     """How a run is made: device, torch threads and version, float16 weights, the command that remakes
-    it, and the machine (CPU model and the instruction sets kernels dispatch on; the GPU's name)."""
+    it, the machine (CPU model and the instruction sets kernels dispatch on; the GPU's name) and the
+    engine ("single" or "stacked", and a digest of the code that computes its numbers)."""
     from .system import machine
 
     return {"device": str(device), "threads": torch.get_num_threads(), "torch": torch.__version__, "half": half,
-            "command": command, "machine": machine(device)}
+            "command": command, "machine": machine(device), "engine": {"name": engine, "code": engine_code()}}
+
+
+NUMERIC_CODE = ("config", "data", "diffusion", "schedules", "models", "train", "evaluate", "metrics", "stack")
+
+
+@functools.cache
+def engine_code() -> str:
+    """A digest of the modules a run's numbers come from: two runs with the same digest were made by
+    the same code (a changed digest in a running family says the engine changed under it). Taken
+    once per process, when this module is imported, so it names the code that process runs."""
+    import hashlib
+    from pathlib import Path
+
+    here = Path(__file__).parent
+    h = hashlib.sha256()
+    for name in NUMERIC_CODE:
+        h.update((here / f"{name}.py").read_bytes())
+    return h.hexdigest()[:12]
 
 
 def rescore(store: Store, metrics=None, runs=None):
@@ -193,3 +214,6 @@ def made_of(run: Run) -> dict:
 
 def done_event(run: Run, cached: bool) -> dict:
     return {"event": events.DONE, "run_id": run.id, "cached": cached, "path": str(run.path), **run.metrics}
+
+
+engine_code()  # now, beside the imports it describes (an edit on disk later does not change this process)

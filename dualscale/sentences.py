@@ -1,9 +1,9 @@
-"""The verdict in words: a headline for the primary family and one sentence per dataset, with the
+"""The verdict in words: the answer in three lines and one sentence per dataset, with the
 numbers in them (mean paired difference and the sequence interval that decides)."""
 from __future__ import annotations
 
 from .metrics import METRICS
-from .stats import NO_DIFFERENCE, UNDECIDED, Comparison
+from .stats import BETTER, CONFIRMATORY, MOST_BETTER, MOST_WORSE, NO_DIFFERENCE, UNDECIDED, Comparison
 
 
 def span(c: Comparison) -> str:
@@ -40,24 +40,54 @@ def word(c: Comparison) -> str:
     return c.decision
 
 
-def headline(primary: list[Comparison]) -> str:
-    """One sentence with numbers on the paper's claim (the primary family at one set of settings)."""
+def answer(primary: list[Comparison], confirm: list[Comparison] = ()) -> list[str]:
+    """The answer in at most three short lines, with numbers (the primary family at one set of
+    settings, and the confirmatory family): what is decided against the baseline where anything
+    differs; the paper's own claim (the learned alpha(t) against a fixed 0.5), with the fresh seeds'
+    answer; and the datasets where the variants make no practical difference."""
     if not primary:
-        return "No paired seeds on the paper's datasets yet: the paper's claim cannot be judged."
-    quiet = sorted({c.dataset for c in primary} - {c.dataset for c in primary if c.decision != NO_DIFFERENCE})
-    parts = []
-    for dataset in dict.fromkeys(c.dataset for c in primary):
-        if dataset in quiet:
-            continue
-        mine = [c for c in primary if c.dataset == dataset]
-        parts.append(f"on {dataset} ({_seeds(mine)}), " + "; ".join(f"{pair(c)} {span(c)}: **{word(c)}**" for c in mine))
+        return ["No paired seeds on the paper's datasets yet: the paper's claim cannot be judged."]
+    quiet = [d for d in dict.fromkeys(c.dataset for c in primary)
+             if all(c.decision == NO_DIFFERENCE for c in primary if c.dataset == d)]
+    loud = [d for d in dict.fromkeys(c.dataset for c in primary) if d not in quiet]
+    lines = []
+    against_base = [c for c in primary if c.dataset in loud and c.b == "baseline"]
+    if against_base:
+        lines.append(" ".join(f"**{d}** ({_seeds(mine)}): " + "; ".join(_phrase(c) for c in mine) + "."
+                              for d in loud if (mine := [c for c in against_base if c.dataset == d])))
+    claim = [c for c in primary if c.dataset in loud and (c.a, c.b) == ("adaptive", "fixed")]
+    for c in claim:
+        fresh = [f for f in confirm if f.dataset == c.dataset and (f.a, f.b) == (c.a, c.b)]
+        tail = (f"; on fresh seeds, {c.a} beats {c.b} in {fresh[0].wins} of {fresh[0].n}: "
+                f"{'**' + fresh[0].decision + '**' if fresh[0].decision != UNDECIDED else 'not decided yet'}"
+                if fresh else "")
+        lines.append(f"**The paper's own claim**, a learned alpha(t) against a fixed 0.5 on {c.dataset}: "
+                     f"{_claim(c)}{tail}.")
     if quiet:
-        margin = METRICS[primary[0].metric]
         mine = [c for c in primary if c.dataset in quiet]
-        parts.append(f"on {_join(quiet)} ({_seeds(mine)}{' each' if len(quiet) > 1 else ''}) the three variants "
-                     f"make **no practical difference** to {margin.short} (every interval within "
-                     f"±{margin.margin:g} {margin.unit})")
-    return "In KL divergence: " + "; ".join(parts) + "."
+        each = " each" if len(quiet) > 1 else ""
+        lines.append(f"**{_join(quiet)}**: no practical difference ({_seeds(mine)}{each}).")
+    return lines[:3]
+
+
+def _phrase(c: Comparison) -> str:
+    """'adaptive beats baseline by 0.135 bits', 'adaptive against fixed: not decided (−0.036 bits)'."""
+    m = METRICS[c.metric]
+    if c.directional:
+        return f"{c.a} {'beats' if c.decision.startswith(BETTER) else 'is worse than'} {c.b} ({_fmt(c, c.mean_diff)}{' ' + m.unit if m.unit else ''})"
+    if c.decision == NO_DIFFERENCE:
+        return f"{c.a} and {c.b}: no practical difference"
+    return f"{c.a} against {c.b}: not decided ({_fmt(c, c.mean_diff)}{' ' + m.unit if m.unit else ''})"
+
+
+def _claim(c: Comparison) -> str:
+    m = METRICS[c.metric]
+    unit = f" {m.unit}" if m.unit else ""
+    if c.decision == UNDECIDED:
+        return f"**not decided** after {c.n} seeds ({_fmt(c, c.mean_diff)}{unit})"
+    if c.decision == NO_DIFFERENCE:
+        return f"**no practical difference** after {c.n} seeds"
+    return f"**{c.a} {'is better' if c.decision.startswith(BETTER) else 'is worse'}** by {abs(c.mean_diff):.{m.digits}f}{unit} ({c.n} seeds)"
 
 
 def _seeds(comparisons: list[Comparison]) -> str:
@@ -79,15 +109,47 @@ def dataset_sentence(dataset: str, comparisons: list[Comparison], a: str, b: str
 
 
 def _projection(c: Comparison) -> str:
-    if c.decision != UNDECIDED:
+    return f" ({projection_text(c)})" if c.decision == UNDECIDED and c.family != CONFIRMATORY else ""
+
+
+def _seeds_text(n) -> str:
+    return f"{n:,}" if n else "over 10,000"
+
+
+def projection_text(c: Comparison) -> str:
+    """A labelled projection of an undecided comparison: at how many seeds the chance of deciding
+    reaches 50% and 80% if the observed difference is the true one, the decision it would be, and
+    the 50% point over the t-interval's ends."""
+    if c.n50 is None and c.n80 is None:
+        return "projection: over 10,000 seeds if the observed difference is the true one"
+    then = f", most likely '{c.projected}'" if c.projected else ""
+    ends = sorted((c.n50_low_end, c.n50_high_end), key=lambda n: n or 10 ** 9)
+    return (f"projection, if the observed difference is the true one: a 50% chance of deciding at "
+            f"{_seeds_text(c.n50)} seeds, 80% at {_seeds_text(c.n80)}{then}; 50% at {_seeds_text(ends[0])} to "
+            f"{_seeds_text(ends[1])} seeds over the t-interval's ends")
+
+
+def improve_text(c: Comparison) -> str:
+    """'48 of 68 seeds (0.71, interval 0.48 to 0.88)': how often a beats b, with its anytime-valid interval."""
+    return f"{c.wins} of {c.n} seeds ({c.p_improve:.2f}, interval {c.pi_low:.2f} to {c.pi_high:.2f})"
+
+
+def doubt_text(c: Comparison) -> str:
+    """Where the Gaussian sequence's assumption is in doubt: the skew, and the distribution-free answer."""
+    if not c.gaussian_doubt:
         return ""
-    need = c.seeds_needed or "over 10,000"
-    half = c.seeds_needed_half or "over 10,000"
-    return f" (projected: decided at about {need} seeds if the true difference is the one observed, {half} if half)"
+    return (f"the differences are skewed (skewness {c.skew:+.1f} over {c.n} seeds), so the sequence's guarantee is "
+            f"in doubt; distribution-free, {c.a} beats {c.b} in {improve_text(c)}")
 
 
-def _join(items: list[str]) -> str:
-    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1]
+def confirm_text(c: Comparison) -> str:
+    """The confirmatory family's answer for one pair, in words."""
+    word = {MOST_BETTER: f"{c.a} beats {c.b} in most seeds", MOST_WORSE: f"{c.b} beats {c.a} in most seeds"}
+    return f"{c.a} beats {c.b} in {improve_text(c)}: {word.get(c.decision, 'undecided')}"
+
+
+def _join(items: list[str], last: str = "and") -> str:
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + f" {last} " + items[-1]
 
 
 def unpaired_lines(unpaired, runs, problems: dict[str, str]) -> list[str]:

@@ -1,9 +1,10 @@
 """Confidence sequences for the mean of paired differences: intervals that stay valid however
 often seeds are added and the verdict is looked at (optional stopping).
 
-The sequence is Lai's (1976) t-mixture, as analysed by Wang & Ramdas (2023, "Anytime-valid
-t-tests and confidence sequences for Gaussian means with unknown variance", Sequential
-Analysis 44(1)). For differences x_1..x_n ~ N(mu, sigma^2), sigma unknown, and a candidate mean
+The sequence is the Gaussian-mixture sequence for the scale-invariant statistic, as constructed
+and analysed by Wang & Ramdas (2023, "Anytime-valid t-tests and confidence sequences for Gaussian
+means with unknown variance", Sequential Analysis 44(1)); it descends from Lai (1976), who mixed
+over the mean with a flat prior rather than over the standardised effect. For differences x_1..x_n ~ N(mu, sigma^2), sigma unknown, and a candidate mean
 m, let y_i = x_i - m. The likelihood ratio of the scale-invariant statistic y / |y| with the
 standardised effect delta = mu / sigma mixed over N(0, TAU^2), against delta = 0, is
 
@@ -22,14 +23,32 @@ from n = 5 at alpha = 0.05 and about 1.7x the fixed-n t-interval's width at n = 
 Measured here (tests/lib/test_sequential.py, 4,000 sequences, looking after every n from 5 to
 200, alpha 0.05): no true difference is declared in 3.4% of Gaussian and 1.9% of Student-t(3)
 sequences; the fixed-n t-interval declares one in 39%. The guarantee assumes roughly symmetric
-differences: for strongly skewed ones (a centred lognormal) it failed in 25%.
+differences: for strongly skewed ones (a centred lognormal) it failed in 25%. Where the
+differences are skewed, `proportion_sequence` gives the distribution-free answer beside it.
+
+`proportion_sequence` is an anytime-valid interval for a probability (the share of seeds where a
+beats b), assuming only that seeds are independent: the beta-binomial mixture of likelihood ratios
+(Robbins 1970; Howard et al. 2021, "Time-uniform, nonparametric, nonasymptotic confidence
+sequences", Ann. Statist. 49(2)). With s successes in n trials and a Beta(A, A) prior on p,
+
+    M_n(q) = B(A + s, A + n - s) / B(A, A) / (q^s (1 - q)^(n - s))
+
+is a nonnegative martingale with M_0 = 1 under p = q, so {q : M_n(q) < 1 / alpha} covers p at
+every n at once with probability >= 1 - alpha (Ville). log M_n is convex in q with its minimum at
+q = s / n, so the set is an interval; its ends are found by root finding. A = 4 (a prior sd of
+0.17 around 0.5) was chosen before any confirmatory seed existed, from simulation: at a true 0.7
+and level 0.05/3, looking after every 10 seeds, it decides by 100 seeds in about 82% of sequences
+(A = 1: 76%), and under p = 0.5 it never wrongly excludes 0.5 in more than 0.7% (tested).
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
 TAU = 1.0        # prior sd of the standardised effect mu / sigma in the mixture
 MAX_SEEDS = 10_000  # projections beyond this are "more than MAX_SEEDS"
+PRIOR_A = 4.0       # the Beta(A, A) prior of proportion_sequence's mixture
 
 
 def halfwidth(n, ss, alpha: float, tau: float = TAU) -> np.ndarray:
@@ -63,16 +82,81 @@ def confidence_sequence(diffs, alpha: float = 0.05) -> tuple[np.ndarray, np.ndar
     return mean - h, mean + h
 
 
-def seeds_to_decide(mean: float, sd: float, margin: float | None, alpha: float) -> int | None:
-    """A projection, not a promise: the smallest n at which the sequence (at level alpha) would reach
-    a decision if the true difference were `mean` and the spread stayed `sd`: either exclude 0
-    (half-width < |mean|) or sit inside +- margin (half-width < margin - |mean|). None: beyond
-    MAX_SEEDS, or no spread to project from."""
+def chance_to_decide(mean: float, sd: float, margin: float | None, alpha: float, n) -> np.ndarray:
+    """A projection, not a promise: the chance that the sequence (at level alpha) decides at n seeds if
+    the true difference is `mean` and the spread stays `sd` (the mean of n differences taken as normal,
+    the sample sd as sd): it decides when it excludes 0 or lies inside +- margin. Once the interval is
+    narrower than the margin one of the two must hold."""
+    from scipy.special import ndtr
+
+    n = np.asarray(n, dtype=float)
+    h = halfwidth(n, (n - 1) * sd ** 2, alpha)
+    se = sd / np.sqrt(n)
+    with np.errstate(invalid="ignore"):
+        out = ndtr((mean - h) / se) + ndtr((-mean - h) / se)      # the interval excludes 0
+        if margin:
+            inside = ndtr((margin - h - mean) / se) - ndtr((h - margin - mean) / se)
+            out = np.where(h < margin - h, 1.0, out + np.maximum(inside, 0.0))  # the two are disjoint here
+    return np.where(np.isfinite(h), out, 0.0)
+
+
+@dataclass(frozen=True)
+class Projection:
+    """Seeds at which the chance of deciding reaches 50% and 80% if the observed difference is the
+    true one (None: beyond MAX_SEEDS); the decision it would most likely be (that of an interval
+    centred on the true difference at n80); the n50 range over the t-interval's two ends."""
+    n50: int | None
+    n80: int | None
+    decision_at: tuple[float, float] | None   # the interval centred on the difference at n80 (for decide())
+    n50_range: tuple[int | None, int | None]  # (at the t-interval's low end, at its high end)
+
+
+def _first(p: np.ndarray, level: float) -> int | None:
+    hit = np.nonzero(p >= level)[0]
+    return int(hit[0]) + 2 if len(hit) else None
+
+
+def project(mean: float, sd: float, margin: float | None, alpha: float, ends: tuple[float, float]) -> Projection | None:
+    """The Projection of an undecided comparison (chance_to_decide over n = 2..MAX_SEEDS); None
+    without a spread to project from."""
     if not (np.isfinite(mean) and np.isfinite(sd)) or sd <= 0:
         return None
-    target = max(abs(mean), (margin - abs(mean)) if margin is not None else 0.0)
-    if target <= 0:
-        return None
     n = np.arange(2, MAX_SEEDS + 1)
-    ok = np.nonzero(halfwidth(n, (n - 1) * sd ** 2, alpha) < target)[0]
-    return int(n[ok[0]]) if len(ok) else None
+    p = chance_to_decide(mean, sd, margin, alpha, n)
+    n50, n80 = _first(p, 0.5), _first(p, 0.8)
+    at = None
+    if n80 is not None:
+        h = float(halfwidth(n80, (n80 - 1) * sd ** 2, alpha))
+        at = (mean - h, mean + h)
+    rng = tuple(_first(chance_to_decide(e, sd, margin, alpha, n), 0.5) if np.isfinite(e) else None for e in ends)
+    return Projection(n50, n80, at, rng)
+
+
+def _log_mixture(successes: int, n: int, q, a: float = PRIOR_A):
+    """log M_n(q) of the beta-binomial mixture (module docstring), q in (0, 1)."""
+    from scipy.special import betaln, xlog1py, xlogy
+
+    q = np.asarray(q, dtype=float)
+    return betaln(a + successes, a + n - successes) - betaln(a, a) - xlogy(successes, q) - xlog1py(n - successes, -q)
+
+
+def proportion_sequence(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
+    """(low, high): an anytime-valid interval for the probability p of success after `successes` of
+    `n` independent trials, valid at level alpha simultaneously over every n (and so however often
+    trials are added and the interval looked at). No assumption but independence. (0, 1) for n = 0."""
+    from scipy.optimize import brentq
+
+    if not 0 < alpha < 1:
+        raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+    if n < 0 or not 0 <= successes <= n or int(successes) != successes or int(n) != n:
+        raise ValueError(f"need whole numbers 0 <= successes <= n, got {successes} of {n}")
+    successes, n = int(successes), int(n)
+    if n == 0:
+        return 0.0, 1.0
+    bound = np.log(1.0 / alpha)
+    f = lambda q: float(_log_mixture(successes, n, q)) - bound  # noqa: E731 - < 0 inside the interval
+    mle, eps = successes / n, 1e-12
+    inner = min(max(mle, eps), 1 - eps)  # the minimum of log M, inside the interval
+    low = 0.0 if f(eps) < 0 else brentq(f, eps, inner, xtol=1e-12)
+    high = 1.0 if f(1 - eps) < 0 else brentq(f, inner, 1 - eps, xtol=1e-12)
+    return float(low), float(high)

@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from itertools import islice
 
 from .config import TrainConfig, same_settings
 from .data import PAPER_DATASETS
-from .stats import PAIRS, UNDECIDED, Comparison, Verdicts, compare, family_of
+from .stats import CONFIRM, CONFIRMATORY, PAIRS, UNDECIDED, Comparison, Verdicts, compare, family_of
+
+FAMILIES = ("primary", CONFIRMATORY)  # what settle can settle (primary: with --metric, its secondary family)
 
 
 @dataclass(frozen=True)
@@ -36,14 +39,21 @@ def judge(runs, settings: TrainConfig, metric: str = "kl_divergence") -> Verdict
 
 
 def plan(runs, settings: TrainConfig, datasets=PAPER_DATASETS, metric: str = "kl_divergence",
-         budget_seeds: int = 100, batch: int = 10) -> Round:
+         budget_seeds: int = 100, batch: int = 10, family: str = "primary") -> Round:
     """Judge, then choose the next batch: for each dataset, the variants its undecided comparisons
     need (all three where a pair has fewer than 2 seeds), and for those the `batch` lowest seeds
-    below `budget_seeds` that some of them lack."""
+    below `budget_seeds` that some of them lack. family=CONFIRMATORY: the declared family
+    (stats.CONFIRM) on its dataset and metric, seeds from its first fresh seed, `budget_seeds` of them."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose from: {', '.join(FAMILIES)}")
+    first = 0
+    if family == CONFIRMATORY:
+        datasets, metric, first = (CONFIRM.dataset,), CONFIRM.metric, CONFIRM.first_seed
     verdicts = judge(runs, settings, metric)
-    family = [c for c in verdicts.comparisons if c.dataset in datasets and c.metric == metric]
-    open_ = [c for c in family if c.decision == UNDECIDED]
-    judged = {(c.dataset, c.a, c.b) for c in family}
+    mine = [c for c in verdicts.comparisons if c.dataset in datasets and c.metric == metric]
+    family_ = [c for c in mine if (c.family == CONFIRMATORY) == (family == CONFIRMATORY)]
+    open_ = [c for c in family_ if c.decision == UNDECIDED]
+    judged = {(c.dataset, c.a, c.b) for c in family_}
     missing = [d for d in datasets if any((d, a, b) not in judged for a, b in PAIRS)]
     need: dict[str, set] = {d: {v for a, b in PAIRS for v in (a, b)} for d in missing}
     for c in open_:
@@ -52,15 +62,18 @@ def plan(runs, settings: TrainConfig, datasets=PAPER_DATASETS, metric: str = "kl
     todo = []
     for dataset in datasets:
         variants = sorted(need.get(dataset, ()))
-        seeds = [s for s in range(budget_seeds) if any((dataset, v, s) not in have for v in variants)][:batch]
+        lacking = (s for s in range(first, first + budget_seeds) if any((dataset, v, s) not in have for v in variants))
         todo += [TrainConfig(**{**settings.to_dict(), "dataset": dataset, "variant": v, "seed": s})
-                 for s in seeds for v in variants if (dataset, v, s) not in have]
-    return Round(family, open_, missing, todo, spent=bool(open_ or missing) and not todo)
+                 for s in islice(lacking, batch) for v in variants if (dataset, v, s) not in have]
+    return Round(family_, open_, missing, todo, spent=bool(open_ or missing) and not todo)
 
 
-def family_label(metric: str) -> str:
-    """'primary (12 comparisons)' / 'secondary: eval_loss (12 comparisons)' for the paper's datasets."""
-    name, size = family_of(metric, PAPER_DATASETS[0])
+def family_label(metric: str, dataset: str = PAPER_DATASETS[0], family: str = "primary") -> str:
+    """'primary (12 comparisons)', 'secondary: eval_loss (12 comparisons)', 'secondary: kl_divergence
+    on spiral-3f2a (3 comparisons)', 'confirmatory (3 comparisons, dino, seeds 68 and up)'."""
+    if family == CONFIRMATORY:
+        return f"{CONFIRMATORY} ({CONFIRM.size} comparisons, {CONFIRM.dataset}, seeds {CONFIRM.first_seed} and up)"
+    name, size = family_of(metric, dataset)
     return f"{name} ({size} comparisons)"
 
 

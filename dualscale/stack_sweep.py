@@ -175,7 +175,7 @@ def run_stacks(configs: list[TrainConfig], store, device: torch.device, half: bo
         timings.setdefault(phase, 0.0)
     workers = jobs or os.cpu_count() or 1
     executor = get_reusable_executor(max_workers=workers)  # scoring: processes (scipy holds the GIL)
-    made = made_record(device, half, command)
+    made = made_record(device, half, command, engine="stacked")
     try:
         with ThreadPoolExecutor(max_workers=min(8, workers)) as savers:  # saving: zlib releases the GIL
             yield from _stacks(configs, store, device, half, light, executor, workers, timings, made, savers)

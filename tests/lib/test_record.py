@@ -6,7 +6,7 @@ import torch
 
 from dualscale import Store, TrainConfig
 from dualscale.record import lighten
-from dualscale.runs import rescore, run_config
+from dualscale.runs import engine_code, rescore, run_config
 from dualscale.stack_sweep import run_stacks
 from support import write_run_json
 
@@ -31,6 +31,8 @@ def test_single_and_stacked_runs_store_the_same_fields(tmp_path, light):
     if light:
         assert a.samples().dtype == np.float32 and a._arrays("arrays.npz")["samples"].dtype == np.float16
         assert "trajectory" not in _fields(a)[1] and "weights.npz" not in a.files
+    assert (a.made["engine"]["name"], b.made["engine"]["name"]) == ("single", "stacked")  # each names its engine
+    assert a.made["engine"]["code"] == b.made["engine"]["code"] == engine_code() and len(engine_code()) == 12
     machine = a.made["machine"]
     assert machine == b.made["machine"] and machine["cpu"] and "cpu_capability" in machine and "flags" in machine
     # the same draws per run: the fixed evaluation set gives the two engines the same per-t losses

@@ -7,6 +7,7 @@ import sys
 import time
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from dualscale import Store, TrainConfig
@@ -96,9 +97,48 @@ def test_a_settle_killed_mid_batch_retrains_nothing_and_ends_with_the_same_numbe
     assert out.splitlines()[-4:] == uninterrupted[1].splitlines()[-4:]  # the same table, the same words
 
 
-def test_settle_refuses_bad_input_in_one_line(cli, tmp_path):
-    for args, message in ((["--budget-seeds", "1"], "--budget-seeds must be >= 2"),
+def test_settle_refuses_bad_input_in_one_line_before_it_makes_anything(cli, tmp_path):
+    store = tmp_path / "store"
+    for args, message in ((["--budget-seeds", "1"], "--budget-seeds must be in 2..100000"),
+                          (["--budget-seeds", "1000000000"], "--budget-seeds must be in 2..100000"),
+                          (["--budget-seeds", "5", "--batch", "10"], "--batch in 1..--budget-seeds"),
                           (["--datasets", "nope"], "unknown dataset 'nope'"),
-                          (["--metric", "training_time"], "invalid choice")):
-        r = cli("settle", *args, store=tmp_path)
+                          (["--metric", "training_time"], "invalid choice"),
+                          (["--family", "nope"], "unknown --family 'nope'; choose from: primary, confirmatory"),
+                          (["--family", "confirmatory", "--datasets", "circle"], "declared on dino"),
+                          (["--family", "confirmatory", "--steps", "100"], "declared at the reference settings"),
+                          (["--family", "confirmatory"], "holds no shipped runs")):
+        r = cli("settle", *args, store=store)
         assert r.returncode == 2 and message in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and "settle:" not in r.stderr  # one line, no bar
+        assert not store.exists()  # no store, no locks folder
+
+
+def test_the_confirmatory_plan_asks_for_fresh_dino_seeds_only_and_drops_baseline_once_its_pairs_are_decided():
+    explored = {("dino", v): [1.0 - 0.1 * (v != "baseline") + 0.01 * s for s in range(68)]
+                for v in ("baseline", "fixed", "adaptive")}
+    rnd = plan(fake_runs(explored), TrainConfig(), budget_seeds=100, batch=4, family="confirmatory")
+    assert rnd.missing == ["dino"] and rnd.family == []  # no fresh seed yet: the exploratory 68 do not count
+    assert {(c.variant, c.seed) for c in rnd.todo} == {(v, s) for v in ("baseline", "fixed", "adaptive")
+                                                       for s in range(68, 72)}
+    # 40 fresh seeds: both dual-scale models beat the baseline in every one; adaptive - fixed alternates
+    fresh = {k: v + [1.0 - 0.1 * (k[1] != "baseline") + (0.01 * (-1) ** s if k[1] == "adaptive" else 0)
+                     for s in range(68, 108)] for k, v in explored.items()}
+    rnd = plan(fake_runs(fresh), TrainConfig(), budget_seeds=100, batch=5, family="confirmatory")
+    words = {(c.a, c.b): (c.decision, c.n, c.family) for c in rnd.family}
+    assert words == {("adaptive", "baseline"): ("better in most seeds", 40, "confirmatory"),
+                     ("fixed", "baseline"): ("better in most seeds", 40, "confirmatory"),
+                     ("adaptive", "fixed"): ("undecided", 40, "confirmatory")}
+    assert {(c.variant, c.seed) for c in rnd.todo} == {(v, s) for v in ("adaptive", "fixed") for s in range(108, 113)}
+    spent = plan(fake_runs(fresh), TrainConfig(), budget_seeds=40, batch=5, family="confirmatory")
+    assert spent.todo == [] and spent.spent
+
+
+def test_a_settle_of_a_users_data_names_its_own_family(cli, tmp_path):
+    csv = tmp_path / "ring.csv"
+    csv.write_text("x,y\n" + "\n".join(f"{np.cos(i / 7):.4f},{np.sin(i / 7):.4f}" for i in range(60)))
+    r = cli("settle", "--data-file", str(csv), "--budget-seeds", "2", "--batch", "2", "--jobs", "1",
+            "--steps", "20", "--n-points", "256", "--batch-size", "64", "--n-samples", "64", store=tmp_path / "s")
+    assert r.returncode == 0, r.stderr
+    assert "secondary: kl_divergence on ring-" in r.stderr and "(3 comparisons)" in r.stderr
+    assert "12 comparisons" not in r.stderr

@@ -9,7 +9,7 @@ import pytest
 from dualscale import Store, TrainConfig, make_dataset, run_config
 from dualscale.__main__ import parser
 from dualscale.metrics import METRICS, floor, precision, recall, sliced_w2
-from dualscale.sequential import seeds_to_decide
+from dualscale.sequential import project, proportion_sequence
 from dualscale.stats import ALPHA, DECISIONS, compare, decide, holm, paired_t, winners
 
 # A fixed table of paired values: a - b = [0.10, 0.02, 0.05, 0.20, 0.04].
@@ -76,7 +76,9 @@ def test_decisions_on_constructed_runs_use_the_sequence_at_the_family_level():
     noisy = words["moons", "kl_divergence"]
     assert noisy.decision == "undecided" and noisy.n == 30
     assert noisy.cs_low < noisy.ci_low and noisy.ci_high < noisy.cs_high  # the sequence is the wider
-    assert noisy.seeds_needed == seeds_to_decide(noisy.mean_diff, noisy.sd, 0.02, ALPHA / 12)
+    pr = project(noisy.mean_diff, noisy.sd, 0.02, ALPHA / 12, (noisy.ci_low, noisy.ci_high))
+    assert (noisy.n50, noisy.n80, noisy.n50_low_end, noisy.n50_high_end) == (pr.n50, pr.n80, *pr.n50_range)
+    assert better.n50 is None and better.projected == ""  # decided: nothing to project
     assert winners(v.comparisons) == {("dino", "kl_divergence"): "adaptive", ("moons", "eval_loss"): "baseline"}
     # a third variant with runs there but no pairs has not been beaten: no winner on dino
     assert ("dino", "kl_divergence") not in winners(v.comparisons, {"dino": {"baseline", "adaptive", "fixed"}})
@@ -179,3 +181,57 @@ def test_the_tables_ci_is_the_student_t_interval():
     assert ci_half_width(1.0, 10) == pytest.approx(2.2621571627982053 / math.sqrt(10), rel=1e-12)
     assert ci_half_width(0.5, 2) == pytest.approx(12.706204736174707 * 0.5 / math.sqrt(2), rel=1e-12)
     assert math.isnan(ci_half_width(1.0, 1)) and math.isnan(ci_half_width(math.nan, 5))
+
+
+def test_the_confirmatory_family_judges_fresh_dino_seeds_by_the_share_of_wins():
+    """Only seeds 68 and up, only dino's KL at the reference settings; decided by the proportion
+    interval at 0.05/3; every key the issue names in --json."""
+    rng = np.random.default_rng(24)
+    rows = []
+    for s in range(90):
+        base = 1.0 + rng.normal(0, 0.1)
+        a_wins = s >= 68 and s % 10 != 0  # fresh seeds: adaptive lower in 20 of 22
+        rows += [("dino", "baseline", s, {"kl_divergence": base}),
+                 ("dino", "adaptive", s, {"kl_divergence": base - (0.05 if a_wins else -0.05)}),
+                 ("circle", "baseline", s, {"kl_divergence": 0.35}), ("circle", "adaptive", s, {"kl_divergence": 0.34})]
+    ref = pd.DataFrame([{"run_id": f"{d}-{v}-{s}", "dataset": d, "variant": v, "seed": s, "steps": 10000, **m}
+                        for d, v, s, m in rows])
+    confirm = [c for c in compare(ref, ["kl_divergence"]).comparisons if c.family == "confirmatory"]
+    assert [(c.dataset, c.a, c.b, c.n, c.wins, c.seeds[0]) for c in confirm] == [("dino", "adaptive", "baseline", 22, 20, 68)]
+    c = confirm[0]
+    assert (c.pi_low, c.pi_high) == pytest.approx(proportion_sequence(20, 22, ALPHA / 3))
+    assert c.pi_low > 0.5 and c.decision == "better in most seeds" and c.family_size == 3
+    assert c.p_improve == pytest.approx(20 / 22)
+    keys = json.loads(json.dumps(c.to_json()))
+    assert {"family", "n", "wins", "p_improve", "pi_low", "pi_high", "decision"} <= set(keys)
+    assert keys["family"] == "confirmatory"
+    # not at the reference settings (steps 100): no confirmatory family at all
+    assert not [c for c in compare(frame(rows), ["kl_divergence"]).comparisons if c.family == "confirmatory"]
+
+
+def test_skewed_differences_put_the_gaussian_sequence_in_doubt_and_pairing_gain_is_measured():
+    rng = np.random.default_rng(5)
+    skewed = rng.lognormal(0, 1, 60) - 1.5       # skewness about +4
+    symmetric = rng.normal(0, 1, 60)
+    rows = []
+    for s in range(60):
+        shared = rng.normal(0, 5)                # a seed effect both variants share: pairing removes it
+        rows += [("dino", "baseline", s, {"kl_divergence": 1 + shared, "eval_loss": 0.6}),
+                 ("dino", "adaptive", s, {"kl_divergence": 1 + shared + 0.1 * skewed[s],
+                                          "eval_loss": 0.6 + 0.001 * symmetric[s]})]
+    v = {c.metric: c for c in compare(frame(rows), ["kl_divergence", "eval_loss"]).comparisons}
+    kl, loss = v["kl_divergence"], v["eval_loss"]
+    assert kl.skew > 1 and kl.gaussian_doubt and abs(loss.skew) < 1 and not loss.gaussian_doubt
+    assert kl.pairing_gain > 0.99                # the shared seed effect is almost all of the variance
+    assert loss.pairing_gain < 0.2               # nothing shared: pairing buys little
+    from dualscale.sentences import doubt_text
+    assert "skewed" in doubt_text(kl) and f"{kl.wins} of 60 seeds" in doubt_text(kl) and doubt_text(loss) == ""
+
+
+def test_a_run_that_pairs_in_some_comparison_is_not_called_unpaired():
+    """Issue 27: dino fixed and adaptive seeds without a baseline run still pair with each other."""
+    rows = [("dino", v, s, {"kl_divergence": 1.0 + 0.01 * s}) for v in ("baseline", "fixed", "adaptive") for s in (0, 1)]
+    rows += [("dino", v, s, {"kl_divergence": 0.9 + 0.01 * s}) for v in ("fixed", "adaptive") for s in (2, 3)]
+    rows.append(("dino", "adaptive", 4, {"kl_divergence": 0.9}))  # no partner in any pair
+    v = compare(frame(rows), ["kl_divergence"])
+    assert [(u.variant, u.seed) for u in v.unpaired] == [("adaptive", 4)]
