@@ -27,6 +27,7 @@ from .system import DEVICES, resolve_device
 STARTED = time.perf_counter()  # the wall-time summary of a stacked sweep counts from here
 TYPES = {"int": int, "float": float, "str": str}
 MAX_THREADS, MAX_JOBS = 1024, 256  # beyond these a number is a typo, not a machine
+STORED: list[str] = []  # runs this command stored (not loaded): what an interruption keeps
 MAX_BUDGET_SEEDS = 100_000  # settle: more seeds than a person would train; the plan is made lazily anyway
 SWEEP_DEFAULTS = {"dataset": PAPER_DATASETS, "variant": VARIANTS}  # reproduce: the paper's grid
 
@@ -147,6 +148,8 @@ def parser() -> argparse.ArgumentParser:
     for f in training_settings():
         add_field(g, f)
     g.add_argument("--paper-text", action="store_true", help="use the paper prose's values instead")
+    se.add_argument("--force", action="store_true", help="retrain the plan's runs that are stored but damaged "
+                    "(settle never retrains a readable run)")
     engine_args(se)
     v = sub.add_parser("verdict", help="paired comparisons of the variants over seeds: intervals, tests, verdicts")
     v.add_argument("--store", default="checkpoints", help="run store folder, shipped runs included (default: %(default)s)")
@@ -196,6 +199,8 @@ def run_one(config: TrainConfig, store: Store, a, **kw) -> dict:
             final = ev
             if ev.get("cached"):
                 print(f"stored: {ev['run_id']} loaded, not retrained (--force retrains it)", file=sys.stderr)
+            elif ev.get("run_id"):
+                STORED.append(ev["run_id"])
     return final
 
 
@@ -239,7 +244,8 @@ def cmd_train(a) -> int:
 
         torch.set_num_threads(a.threads)
     store = Store(a.store)
-    store.check_writable()
+    if a.force or store.find(config) is None:  # a stored run loads even from a read-only store
+        store.check_writable()
     keep_user_data(a, store)
     ev = run_one(config, store, a, previews=a.previews)
     print(json.dumps({k: v for k, v in ev.items() if k != "event"}), flush=True)
@@ -267,6 +273,8 @@ def run_sweep(configs, store: Store, a, jobs: int, bar=None) -> None:
         for config, run, cached in sweep(configs, store, a.device, jobs, a.cluster, a.half, getattr(a, "force", False),
                                          threads, a.light):
             m = run.metrics
+            if not cached:
+                STORED.append(run.id)
             tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {m['eval_loss']:.4f} "
                        f"KL {kl.format(m['kl_divergence'])}{' (stored)' if cached else ''}", file=sys.stderr)
             bar.update(1)
@@ -300,6 +308,7 @@ def run_stacked(configs, store: Store, a, device, runs_bar=None) -> None:
                         bar.set_postfix_str("evaluating")
             else:
                 _, c, run = event
+                STORED.append(run.id)
                 if runs_bar is not None:
                     runs_bar.update(1)
                 tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {run.metrics['eval_loss']:.4f} "
@@ -523,12 +532,17 @@ def cmd_rescore(a) -> int:
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
     if a.check:
-        runs, differ = store.runs(), 0
+        from .runs import known_difference
+
+        runs, differ, known = store.runs(), 0, 0
         for run, diffs in tqdm(check(store, runs), total=len(runs), desc="check", unit="run", file=sys.stderr):
             for m, (stored, fresh) in diffs.items():
-                differ += 1
-                tqdm.write(f"differs: {run.id} {m}: stored {stored!r}, recomputed {fresh!r}")
-        print(f"{len(runs)} runs checked: {differ} stored metric(s) differ from a recomputation")
+                why = known_difference(run, m)
+                differ, known = differ + (why is None), known + (why is not None)
+                tqdm.write(f"{'differs' if why is None else 'known'}: {run.id} {m}: stored {stored!r}, recomputed "
+                           f"{fresh!r}" + (f" ({why})" if why else ""))
+        print(f"{len(runs)} runs checked: {differ} stored metric(s) differ from a recomputation"
+              + (f"; {known} more differ for a known, dated reason (above)" if known else ""))
         return 1 if differ else 0
     store.check_writable()
     done = 0
@@ -547,23 +561,38 @@ def cmd_export(a) -> int:
     store, to = Store(a.store), Path(a.to)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
+    Store(to).check_writable()  # an unwritable destination is one line now, not "0 written" at the end
     every, problems = store.scan()
     runs = [r for r in every if not r.shipped and r.path.parent.resolve() != to.resolve()]
-    written = 0
+    written, failed = 0, []
     for run in tqdm(runs, desc=f"export to {to}", unit="run", file=sys.stderr):
         if (to / run.id / "run.json").is_file():
             continue  # never re-write an unchanged run
         try:
-            store.save_light(run, root=to, made=made_of(run))
+            made = made_of(run.verify())
+        except (StoreError, OSError) as e:  # a damaged run is skipped and named, like an unreadable one
+            tqdm.write(f"skipped: {run.id} is damaged: {_why_line(e)}", file=sys.stderr)
+            continue
+        try:
+            store.save_light(run, root=to, made=made)
             written += 1
-        except StoreError as e:  # a damaged run is skipped and named; the rest are exported
-            tqdm.write(f"skipped: {run.id}: {str(e).splitlines()[0]}", file=sys.stderr)
+        except (StoreError, OSError) as e:  # a failed write: named, the rest go on, and the command fails
+            failed.append(run.id)
+            tqdm.write(f"not exported: {run.id}: {_why_line(e)}", file=sys.stderr)
     for rid, why in problems.items():
         print(f"unreadable, not exported: {rid}: {why}", file=sys.stderr)
+    there = sum((to / r.id / "run.json").is_file() for r in runs) - written
     shipped = len(every) - len(runs)
-    print(f"{written} of {len(runs)} local runs written to {to} (the rest were there already)"
-          + (f"; {shipped} shipped runs are not exported: they are light copies already" if shipped else ""))
-    return 0
+    print(f"{written} of {len(runs)} local runs written to {to}" + (f", {there} there already" if there else "")
+          + (f", {len(failed)} failed" if failed else "")
+          + (f"; {shipped} shipped runs left out (they ship with the project already)" if shipped else ""))
+    return EXIT_FAILED if failed else 0
+
+
+def _why_line(e: BaseException) -> str:
+    if isinstance(e, OSError):
+        return f"{e.strerror or e}" + (f" ({e.filename})" if e.filename else "")
+    return str(e).splitlines()[0]
 
 
 def cmd_list(a) -> int:
@@ -611,7 +640,7 @@ def main(argv=None) -> int:
                 "export": cmd_export,
                 "list": cmd_list}[a.command](a)
     except (Cancelled, KeyboardInterrupt):
-        print("cancelled; nothing was stored", file=sys.stderr)
+        print(f"cancelled; {kept()}", file=sys.stderr)
         return EXIT_CANCELLED
     except RunInProgress as e:
         print(f"error: {e}", file=sys.stderr)
@@ -623,15 +652,22 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except MemoryError:  # the estimate let it through, the machine did not: nothing was stored
-        print("error: out of memory; lower steps, n_points or n_samples (nothing was stored)", file=sys.stderr)
+        print(f"error: out of memory; lower steps, n_points or n_samples ({kept()})", file=sys.stderr)
         return EXIT_FAILED
     except BrokenPipeError:  # `verdict --json | head`: the reader has all it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit's flush
         return 0
     except OSError as e:  # a full disk, a vanished folder: the store's writes are atomic, nothing is half-written
-        print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; nothing was stored",
-              file=sys.stderr)
+        print(f"error: {e.strerror or e}{f' ({e.filename})' if e.filename else ''}; {kept()}", file=sys.stderr)
         return EXIT_FAILED
+
+
+def kept() -> str:
+    """What an interrupted command leaves: the runs it finished are stored whole, the one in flight is not."""
+    if not STORED:
+        return "nothing was stored"
+    return (f"the {len(STORED)} run(s) finished before it are stored and kept (the same command resumes: "
+            "stored runs are loaded, not retrained)")
 
 
 if __name__ == "__main__":

@@ -181,7 +181,45 @@ def verdict_of(runs, store=None) -> "Verdicts":
     compute = lambda: compare(metrics_frame(runs), JUDGED).to_json() if runs else Verdicts().to_json()  # noqa: E731
     if store is None:
         return Verdicts.from_json(compute())
-    return Verdicts.from_json(store.cached(CACHE_NAME, runs_key(runs, JUDGED), compute, check=Verdicts.from_json))
+    check = lambda value: witnessed(Verdicts.from_json(value), runs)  # noqa: E731
+    return Verdicts.from_json(store.cached(CACHE_NAME, runs_key(runs, JUDGED), compute, check=check))
+
+
+def witnessed(verdicts: "Verdicts", runs) -> "Verdicts":
+    """A kept verdict is never the only witness of a decision: every value it holds must be the
+    value of the run it names, and every interval, count and word must be what those values give
+    (recomputed here: the sequences and proportions, not the bootstrap). A ValueError otherwise."""
+    values = {(settings_tag(r.config), r.config.dataset, r.config.variant, r.config.seed): r.metrics for r in runs}
+    for c in verdicts.comparisons:
+        where = f"{c.dataset}/{c.metric} {c.a} - {c.b}"
+        for variant, kept in ((c.a, c.values_a), (c.b, c.values_b)):
+            for seed, value in zip(c.seeds, kept, strict=True):
+                if values.get((c.settings, c.dataset, variant, seed), {}).get(c.metric) != value:
+                    raise ValueError(f"{where}: seed {seed} of {variant} is not the stored run's value")
+        if c.family == CONFIRMATORY and (min(c.seeds) < CONFIRM.first_seed or c.family_size != CONFIRM.size):
+            raise ValueError(f"{where}: not the declared confirmatory family")
+        again = _judged(_one_from(c), c.p_holm, c.family, c.family_size)
+        for name in ("n", "wins", "cs_low", "cs_high", "pi_low", "pi_high", "decision", "mean_diff"):
+            if not _same(getattr(again, name), getattr(c, name)):
+                raise ValueError(f"{where}: its {name} is not what its values give")
+    return verdicts
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+    return a == b
+
+
+def _one_from(c: Comparison) -> Comparison:
+    """A comparison rebuilt from its own per-seed values (what _one would give; no bootstrap)."""
+    from dataclasses import replace
+
+    va, vb = np.array(c.values_a), np.array(c.values_b)
+    d = va - vb
+    mean = paired_t(d)[0]
+    wins = int(np.sum(d < 0 if METRICS[c.metric].lower_is_better else d > 0))
+    return replace(c, n=len(d), mean_diff=mean, wins=wins, p_improve=wins / len(d) if len(d) else math.nan)
 
 
 CACHE_NAME = "verdict3"  # the cache of verdict_of (3: + the confirmatory family, proportions, skew, projections)

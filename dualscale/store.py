@@ -36,6 +36,8 @@ LIGHT_FILES = ("arrays.npz",)  # a light run: samples, alpha(t), loss history an
 _UMASK = os.umask(0o022)  # read once (os.umask sets it too: put it straight back)
 os.umask(_UMASK)
 SHIPPED = ("reference", "study", "evidence")  # committed folders of light and full runs, read as shipped runs
+PINS = Path(__file__).with_name("shipped.json")  # {folder: SHA-256 of the MANIFEST.json the project ships}
+PROJECT_STORE = Path(__file__).resolve().parent.parent / "checkpoints"  # the store the pins are for
 
 
 class StoreError(ValueError):
@@ -143,7 +145,7 @@ class Store:
         """Where runs live: the store itself (local runs), then the shipped folders: reference/ (the
         paper's runs), study/ (the noise-schedule study's light runs) and evidence/ (the seeds that
         settle the primary family)."""
-        return ((self.root, False), *((self.root / name, True) for name in SHIPPED))
+        return ((self.root, False), *((self.root / name, True) for name in SHIPPED))  # a tuple: _bases()[1:] are shipped
 
     def scan(self) -> tuple[list["Run"], dict[str, str]]:
         """Every readable finished run, and {run id: why} for every run folder that cannot be read.
@@ -157,7 +159,7 @@ class Store:
                 if path.name in seen:
                     continue
                 try:
-                    run = _open_run(path, ref, self._manifest(base) if ref else None)
+                    run = _open_run(path, ref, self._manifest(base) if ref else None, shipped_in=base.name)
                 except Exception as e:  # noqa: BLE001 - any failure of one run is that run's, never the store's
                     problems.setdefault(path.name, _why(e))
                     continue
@@ -174,15 +176,31 @@ class Store:
         """'<run id>: <why>' for each run folder that cannot be read."""
         return [f"{rid}: {why}" for rid, why in self.scan()[1].items()]
 
-    def _manifest(self, base: Path) -> dict:
-        """A shipped folder's MANIFEST.json: {run id: SHA-256 of its run.json}, written when it shipped."""
+    def _manifest(self, base: Path) -> dict | None:
+        """A shipped folder's MANIFEST.json, {run id: SHA-256 of its run.json}, written when it shipped;
+        None where there is none to check against (a folder of another store that has none). The
+        project's own folders (checkpoints/) must have the very manifest whose digest the package
+        pins (shipped.json): a missing or edited one is a StoreError for every run in the folder."""
         cache = self.__dict__.setdefault("_manifests", {})
         if base not in cache:
-            try:
-                cache[base] = json.loads(_read_regular(base / "MANIFEST.json"))["runs"]
-            except (OSError, ValueError, KeyError, TypeError, StoreError):
-                cache[base] = {}
+            cache[base] = _verified_manifest(base)
+        if isinstance(cache[base], StoreError):
+            raise cache[base]
         return cache[base]
+
+    def unverified(self) -> list[str]:
+        """One line per shipped folder of the project that does not verify against the package's pins
+        (its runs are then all unreadable): what the dashboard and `list` warn about."""
+        out = []
+        for base, _ in self._bases()[1:]:
+            try:
+                if base.is_dir():
+                    self._manifest(base)
+            except StoreError as e:
+                out.append(str(e))
+            except OSError:
+                continue
+        return out
 
     def find(self, config: TrainConfig) -> "Run | None":
         """The stored run of exactly this config (local first, then shipped), or None; an unreadable
@@ -202,7 +220,7 @@ class Store:
             if not present:
                 continue
             try:
-                return _open_run(path, ref, self._manifest(base) if ref else None)
+                return _open_run(path, ref, self._manifest(base) if ref else None, shipped_in=base.name)
             except Exception as e:  # noqa: BLE001
                 raise StoreError(f"run {run_id} is unreadable: {_why(e)}")
         if missing_ok:
@@ -237,8 +255,12 @@ class Store:
         return done
 
     def _recover_one(self, base: Path, stray: Path) -> list[str]:
+        owner = STRAY_OWNER.search(stray.name)
+        if owner and _alive(int(owner.group(1))):
+            return []  # a live writer (an export, a sweep's save) is still filling it
         inside = [stray] if stray.name.startswith(".tmp-") else [p for p in stray.iterdir() if p.is_dir()]
-        rid = stray.name[5:].rsplit("-", 1)[0] if stray.name.startswith(".tmp-") else (inside[0].name if inside else "")
+        rid = (STRAY_OWNER.sub("", stray.name[5:]).rsplit("-", 1)[0] if stray.name.startswith(".tmp-")
+               else (inside[0].name if inside else ""))
         if rid and lock_held(self.root / "locks" / f"{rid}.json"):
             return []  # a live writer
         final, out = base / rid, []
@@ -263,7 +285,7 @@ class Store:
         root = self.root if root is None else Path(root)
         self.check_writable()
         root.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-", dir=root))
+        tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{config.run_id}-p{os.getpid()}-", dir=root))  # its owner's pid
         os.chmod(tmp, 0o777 & ~_UMASK)  # mkdtemp makes it 0700; a run folder reads like any other
         try:
             files = FILES if weights is not None else LIGHT_FILES
@@ -283,7 +305,7 @@ class Store:
             elif _exchange(tmp, final):  # --force / retrain: swap the two folders in one step
                 shutil.rmtree(tmp, ignore_errors=True)  # it now holds the old run
             else:  # no atomic swap here: move the old aside, the new in (recover() finishes a kill between)
-                trash = Path(tempfile.mkdtemp(prefix=".trash-", dir=root))
+                trash = Path(tempfile.mkdtemp(prefix=f".trash-p{os.getpid()}-", dir=root))
                 os.replace(final, trash / final.name)
                 os.replace(tmp, final)
                 shutil.rmtree(trash, ignore_errors=True)
@@ -340,13 +362,13 @@ class Store:
         file = f"{name}-{key}.json"
         for base in (self.root / "cache", self.root / "reference" / "cache"):
             try:
-                kept = json.loads((base / file).read_text())
+                kept = json.loads(_read_regular(base / file))  # a FIFO in its place is refused, never waited on
                 if kept["format"] != CACHE_FORMAT or kept["key"] != key or kept["digest"] != _digest(kept["value"]):
                     continue
                 if check is not None:
                     check(kept["value"])
                 return kept["value"]
-            except (OSError, ValueError, KeyError, TypeError, RecursionError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError, StoreError):
                 continue
         value = compute()
         try:
@@ -390,12 +412,18 @@ class Store:
         return self.root / "data"
 
     def write_manifest(self, folder: str) -> Path:
-        """<root>/<folder>/MANIFEST.json: the SHA-256 of every run.json there, so that a shipped run
-        written before runs carried their own digest still shows an edit."""
+        """<root>/<folder>/MANIFEST.json: the SHA-256 of every run.json there (every shipped run is
+        checked against it on every read); for the project's own store also the manifest's digest
+        in the package's pins (dualscale/shipped.json), so that editing a shipped run means editing
+        the package too."""
         base = self.root / folder
         runs = {p.name: hashlib.sha256(_read_regular(p / "run.json")).hexdigest()
                 for p in sorted(base.iterdir()) if RUN_NAME.match(p.name) and (p / "run.json").is_file()}
         _write_json(base / "MANIFEST.json", {"runs": runs})
+        if _is_project(base):
+            pins = {**_pins(), folder: _sha256(base / "MANIFEST.json")}
+            _atomic_write(PINS, (json.dumps(pins, indent=1, sort_keys=True) + "\n").encode())
+        self.__dict__.pop("_manifests", None)
         return base / "MANIFEST.json"
 
     def write_text(self, relpath: str, text: str) -> Path:
@@ -479,7 +507,10 @@ class RunLock:
     def __enter__(self):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(self.TRIES):
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK, 0o644)
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                os.close(fd)
+                raise StoreError(f"{self.path} is not a regular file (a lock must be one); remove it and start again")
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
@@ -504,13 +535,29 @@ class RunLock:
         return False
 
 
+STRAY_OWNER = re.compile(r"-p([0-9]+)(?=-[^-]*$)")  # .tmp-<id>-p<pid>-<random>, .trash-p<pid>-<random>
+
+
+def _alive(pid: int) -> bool:
+    """Whether a process with this pid runs on this machine (a stray's writer may still be writing)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return pid > 0
+
+
 def lock_held(path: Path) -> bool:
     """Whether a live process holds the flock on this lock file (a shared, non-blocking probe)."""
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:  # non-blocking: a FIFO in a lock's place is no lock, and never hangs the reader
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK)
     except OSError:
         return False
     try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
         fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
     except BlockingIOError:
         return True
@@ -582,10 +629,59 @@ def _why(e: BaseException) -> str:
     return text
 
 
-def _open_run(path: Path, shipped: bool, manifest: dict | None = None, name: str | None = None) -> Run:
+def _pins() -> dict:
+    try:
+        pins = json.loads(_read_regular(PINS))
+        return pins if isinstance(pins, dict) else {}
+    except (OSError, ValueError, StoreError):
+        return {}
+
+
+def _is_project(base: Path) -> bool:
+    """Whether `base` is one of the project's own shipped folders (checkpoints/reference, ...)."""
+    try:
+        return base.name in SHIPPED and base.resolve().parent == PROJECT_STORE
+    except OSError:
+        return False
+
+
+def _verified_manifest(base: Path):
+    """The manifest of a shipped folder as _manifest() serves it (or the StoreError it raises)."""
+    pinned = _pins().get(base.name) if _is_project(base) else None
+    restore = f"restore it with `git checkout -- checkpoints/{base.name}`"
+    try:
+        raw = _read_regular(base / "MANIFEST.json")
+    except FileNotFoundError:
+        if pinned:
+            return StoreError(f"shipped {base.name}/ does not verify: its MANIFEST.json is missing; {restore}")
+        return None
+    except (OSError, StoreError) as e:
+        return StoreError(f"shipped {base.name}/ does not verify: its MANIFEST.json is unreadable ({_why(e)}); {restore}")
+    if pinned and hashlib.sha256(raw).hexdigest() != pinned:
+        return StoreError(f"shipped {base.name}/ does not verify: its MANIFEST.json is not the one this package "
+                          f"pins (dualscale/shipped.json); {restore}")
+    try:
+        runs = json.loads(raw)["runs"]
+        if not isinstance(runs, dict):
+            raise TypeError("not a table")
+        return runs
+    except (ValueError, KeyError, TypeError) as e:
+        return StoreError(f"shipped {base.name}/ does not verify: its MANIFEST.json is broken ({e}); {restore}")
+
+
+def _open_run(path: Path, shipped: bool, manifest: dict | None = None, name: str | None = None,
+              shipped_in: str = "") -> Run:
     """Open one run folder; a StoreError (or any error: the caller names the run) if it is not a
-    valid, unedited run. name: the run id the folder must hold (default: the folder's name)."""
+    valid, unedited run. name: the run id the folder must hold (default: the folder's name).
+    manifest: a shipped folder's; the run must be in it, and its run.json must be the one listed."""
     raw = _read_regular(path / "run.json")
+    if manifest is not None:
+        if path.name not in manifest:
+            raise StoreError(f"not in {shipped_in}/MANIFEST.json, so not a shipped run; move the folder to the "
+                             "store's root to use it as a local run")
+        if hashlib.sha256(raw).hexdigest() != manifest[path.name]:
+            raise StoreError("run.json was edited after it shipped (it does not match MANIFEST.json); "
+                             "restore it with `git checkout`")
     try:
         meta = json.loads(raw)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
@@ -594,13 +690,9 @@ def _open_run(path: Path, shipped: bool, manifest: dict | None = None, name: str
         raise StoreError(f"not a dualscale run (format {meta.get('format') if isinstance(meta, dict) else None!r})")
     # An edit in place is caught by the digest run.json carries (runs written since it exists), or
     # for shipped runs written before by their folder's MANIFEST.json.
-    if "digest" in meta:
-        if meta["digest"] != _digest({k: v for k, v in meta.items() if k != "digest"}):
-            raise StoreError("run.json was edited after it was written (its digest does not match its content); "
-                             "retrain it with --force")
-    elif manifest and path.name in manifest and hashlib.sha256(raw).hexdigest() != manifest[path.name]:
-        raise StoreError("run.json was edited after it shipped (it does not match MANIFEST.json); "
-                         "restore it with `git checkout`")
+    if "digest" in meta and meta["digest"] != _digest({k: v for k, v in meta.items() if k != "digest"}):
+        raise StoreError("run.json was edited after it was written (its digest does not match its content); "
+                         "retrain it with --force")
     try:
         config = TrainConfig.from_dict(meta["config"])
         metrics = _checked_metrics(meta["metrics"])
@@ -687,9 +779,10 @@ def _write_no_follow(path: Path, text: str, mode: int) -> None:
 
 def _read_lock(path: Path) -> dict | None:
     try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        info = json.loads(_read_regular(path))
+    except (OSError, ValueError, StoreError, RecursionError):
         return None
+    return info if isinstance(info, dict) else None
 
 
 def _sha256(path: Path) -> str:

@@ -173,7 +173,7 @@ def test_verdict_page_opens_first_and_answers_with_intervals(app):
     assert "Not enough paired runs" in texts(app.info)  # the reference settings: no small run counts
     use_small_settings(app)
     words = texts(app.markdown)
-    assert "In KL divergence: on moons (2 seeds), adaptive − baseline" in words  # the headline, with numbers
+    assert "**moons** (2 seeds): adaptive against baseline: not decided (" in words  # the answer first, with numbers
     assert "**moons**, adaptive − baseline (2 seeds): KL " in words and "undecided" in words
     forest = figure(app, 0)
     titles = [a["text"] for a in forest["layout"]["annotations"]]

@@ -113,7 +113,7 @@ def test_the_shipped_verdict_cache_is_the_verdict_of_the_shipped_runs():
     runs = [r for r in Store(REFERENCE).runs() if r.shipped]
     key = runs_key(runs, JUDGED)
     shipped = REFERENCE / "reference" / "cache" / f"{CACHE_NAME}-{key}.json"
-    assert shipped.is_file(), "re-make the shipped verdict cache (README: The run store)"
+    assert shipped.is_file(), "re-make the shipped verdict cache (docs/store.md)"
     kept = json.loads(shipped.read_text())
     fresh = json.loads(json.dumps(verdict_of(runs).to_json()))
     assert kept["key"] == key and kept["value"] == fresh
@@ -134,16 +134,16 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
     assert len(primary) == 12 and {c.dataset for c in primary} == set(PAPER_DATASETS)
     assert [c for c in primary if c.dataset != "dino" and c.directional] == []
     assert all(c.decision == "no practical difference" for c in primary if c.dataset != "dino")
-    from dualscale.sentences import headline, span, word
+    from dualscale.sentences import answer
 
-    dino = [c for c in primary if c.dataset == "dino"]
-    n = sorted({c.n for c in dino})
-    text = headline(primary)  # the page's first sentence: each dataset with its own count of seeds
-    assert text.startswith(f"In KL divergence: on dino ({n[0]}-{n[-1]} seeds), " if len(n) > 1 else
-                           f"In KL divergence: on dino ({n[0]} seeds), ")
-    assert all(f"{c.a} − {c.b} {span(c)}: **{word(c)}**" in text for c in dino)
-    assert text.endswith("on circle, line and moons (10 seeds each) the three variants make **no practical "
-                         "difference** to KL (every interval within ±0.02 bits).")
+    dino = {(c.a, c.b): c for c in primary if c.dataset == "dino"}
+    lines = answer(primary, verdict.family("confirmatory"))  # the page's first lines: the answer, with numbers
+    assert len(lines) == 3
+    assert lines[0].startswith("**dino** (") and all(f"{a} " in lines[0] for a, b in dino if b == "baseline")
+    claim = dino["adaptive", "fixed"]
+    assert lines[1].startswith("**The paper's own claim**, a learned alpha(t) against a fixed 0.5 on dino: ")
+    assert (f"after {claim.n} seeds" in lines[1]) == (claim.decision == "undecided")
+    assert lines[2] == "**circle, line and moons**: no practical difference (10 seeds each)."
     for c in verdict.comparisons:
         margin = METRICS[c.metric].margin
         inside = -margin <= c.cs_low and c.cs_high <= margin
