@@ -23,7 +23,7 @@ from n = 5 at alpha = 0.05 and about 1.7x the fixed-n t-interval's width at n = 
 Measured here (tests/lib/test_sequential.py, 4,000 sequences, looking after every n from 5 to
 200, alpha 0.05): no true difference is declared in 3.4% of Gaussian and 1.9% of Student-t(3)
 sequences; the fixed-n t-interval declares one in 39%. The guarantee assumes roughly symmetric
-differences: for strongly skewed ones (a centred lognormal) it failed in 25%. Where the
+differences: for strongly skewed ones (a centred lognormal) it failed in 25.6%. Where the
 differences are skewed, `proportion_sequence` gives the distribution-free answer beside it.
 
 `proportion_sequence` is an anytime-valid interval for a probability (the share of seeds where a

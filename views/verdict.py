@@ -63,7 +63,7 @@ def how_to_read(n_families: int) -> None:
   true mean difference at every number of seeds at once, so adding seeds and looking again after each batch
   keeps its guarantee. Within a family each sequence runs at level {ALPHA:g} / family size (Bonferroni).
   It assumes roughly symmetric differences (measured: valid for Gaussian and Student-t(3) differences, not for
-  strongly skewed ones: 26% false decisions for a centred lognormal). Where a comparison's differences are
+  strongly skewed ones: 25.6% false decisions for a centred lognormal). Where a comparison's differences are
   skewed (|skewness| > 1 with fewer than 200 seeds) its decision says so: read **P(a better)** instead, the share
   of seeds where a beats b with an anytime-valid interval that assumes only independent seeds. The fixed-n **t-interval** is shown for description only: looked at after every seed,
   a 95% t-interval declares a difference that is not there in about 39% of sequences (measured).
