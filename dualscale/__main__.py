@@ -1,4 +1,4 @@
-"""Command line: python -m dualscale {train, reproduce, verdict, rescore, list}.
+"""Command line: python -m dualscale {train, reproduce, settle, verdict, rescore, export, list}.
 
 Exit codes: 0 done, 1 the run failed, 2 bad input, 3 the same config is already training,
 130 cancelled (Ctrl-C or SIGTERM).
@@ -26,6 +26,7 @@ from .system import DEVICES, resolve_device
 
 STARTED = time.perf_counter()  # the wall-time summary of a stacked sweep counts from here
 TYPES = {"int": int, "float": float, "str": str}
+JUDGED_METRICS = [m for m, spec in METRICS.items() if spec.margin is not None]
 MAX_THREADS, MAX_JOBS = 1024, 256  # beyond these a number is a typo, not a machine
 STORED: list[str] = []  # runs this command stored (not loaded): what an interruption keeps
 MAX_BUDGET_SEEDS = 100_000  # settle: more seeds than a person would train; the plan is made lazily anyway
@@ -152,9 +153,12 @@ def parser() -> argparse.ArgumentParser:
                     "(settle never retrains a readable run)")
     engine_args(se)
     v = sub.add_parser("verdict", help="paired comparisons of the variants over seeds: intervals, tests, verdicts")
-    v.add_argument("--store", default="checkpoints", help="run store folder, shipped runs included (default: %(default)s)")
-    v.add_argument("--metrics", nargs="+", help="metrics to judge (default: every metric with a practical margin: "
-                   + ", ".join(m for m, spec in METRICS.items() if spec.margin is not None) + ")")
+    v.add_argument("--store", default="checkpoints", help="run store folder; its shipped folders (reference/, study/, "
+                   "evidence/) are read with it, so the default store includes the project's shipped runs "
+                   "(default: %(default)s)")
+    v.add_argument("--metrics", nargs="+", metavar="METRIC",
+                   help="metrics to show (default: every judged metric: " + ", ".join(JUDGED_METRICS)
+                   + "; timing metrics are never judged: they depend on the machine and its load, not the model)")
     v.add_argument("--json", action="store_true", help="one JSON list of comparison objects instead of the table")
     v.add_argument("--by", choices=("variant", "schedule"), default="variant",
                    help="compare the variants (the paper's question), or each noise schedule against the "
@@ -169,7 +173,8 @@ def parser() -> argparse.ArgumentParser:
     ex.add_argument("--store", default="checkpoints", help="where the runs are (default: %(default)s)")
     ex.add_argument("--to", required=True, help="folder to copy them into, e.g. checkpoints/reference")
     ls = sub.add_parser("list", help="the runs in the store")
-    ls.add_argument("--store", default="checkpoints")
+    ls.add_argument("--store", default="checkpoints", help="run store folder: its local runs, then its shipped "
+                    "folders (reference/, study/, evidence/) (default: %(default)s)")
     return p
 
 
@@ -447,9 +452,12 @@ def cmd_verdict(a) -> int:
     store = Store(a.store)
     if not store.root.is_dir():
         raise StoreError(f"no run store at {store.root}")
-    unknown = [m for m in a.metrics or () if m not in METRICS]
-    if unknown:
-        raise ValueError(f"unknown metric {unknown[0]!r}; choose from: {', '.join(METRICS)}")
+    for m in a.metrics or ():
+        if m in METRICS and m not in JUDGED_METRICS:
+            raise ValueError(f"{m} is never judged: it is measured per machine and load, not a property of the model; "
+                             f"choose from: {', '.join(JUDGED_METRICS)}")
+        if m not in METRICS:
+            raise ValueError(f"unknown metric {m!r}; choose from: {', '.join(JUDGED_METRICS)}")
     runs, problems = store.scan()
     if a.by == "variant":
         verdicts = verdict_of(runs, store)  # the one verdict every page reads; --metrics picks what is shown

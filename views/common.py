@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 
 import numpy as np
 import streamlit as st
@@ -37,6 +38,14 @@ def wide_or_narrow(key: str):
     """The two containers of one thing: (wide, narrow). Only one of them shows, by the window's width."""
     st.html(WIDTH_SWITCH)
     return st.container(key=f"wide_{key}"), st.container(key=f"narrow_{key}")
+
+
+def plain(text: str) -> str:
+    """Markdown that shows `text` exactly as written, on one line: every ASCII punctuation mark
+    backslash-escaped (CommonMark lets any be), so no link, image, emphasis, autolinked address,
+    colour, icon or formula can come from it. For text from outside: the address, file and folder
+    names, file contents, a run's error."""
+    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).splitlines()))
 
 
 def store_root() -> str:
@@ -182,7 +191,7 @@ def load(run, what: str):
     try:
         return _load(store_root(), run.id, stamp(run), what)
     except StoreError as e:
-        st.warning(str(e).splitlines()[0])
+        st.warning(plain(str(e).splitlines()[0]))
         return None
 
 

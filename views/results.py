@@ -32,7 +32,7 @@ st.html(COMPACT_CSS)
 st.title("Results")
 frame = metrics_frame(common.all_runs())
 for problem in common.store().problems():  # unreadable run folders are skipped, not hidden
-    st.warning(problem.splitlines()[0])
+    st.warning(common.plain(f"Unreadable: {problem.splitlines()[0]}"))
 if frame.empty:
     st.info("No runs in the store yet: start one on the Train page "
             "(or run `python -m dualscale reproduce`).")

@@ -72,7 +72,7 @@ def selection_panel(running: set[str]) -> None:
     try:
         run = common.store().find(cfg)
     except ValueError as e:  # a corrupt stored run: say so, offer to overwrite it
-        st.error(str(e).splitlines()[0])
+        st.error(common.plain(str(e).splitlines()[0]))
         run = None
     if run is not None:
         stored_panel(run)
@@ -153,7 +153,7 @@ def outcome(status: JobStatus) -> None:
     elif status.state == "cancelled":
         st.warning(f"`{status.run_id}` was cancelled; nothing was stored.")
     elif status.state == "failed":
-        st.error(f"`{status.run_id}` failed: {status.error}")
+        st.error(f"`{status.run_id}` failed: {common.plain(status.error)}")
 
 
 def run_header(dataset, variant, seed, run_id: str, state: str) -> None:

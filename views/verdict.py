@@ -120,7 +120,7 @@ st.markdown(
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
            "and seed is used).")
 for problem in common.store().problems():
-    st.text(f"Unreadable: {problem}")
+    st.warning(common.plain(f"Unreadable: {problem}"))
 if not mine:
     st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants.")
     seeds.panel(sel, [])

@@ -413,3 +413,44 @@ def test_a_bad_address_value_is_a_notice_not_an_exception(server, page):
     notice = page.locator('[data-testid="stSidebar"] [data-testid="stAlert"]')
     notice.wait_for()
     assert "seed must be a whole number" in notice.inner_text()
+
+
+def _no_live_markup(page) -> None:
+    """No alert holds a link or an image: text from outside is shown as written."""
+    alerts = page.locator('[data-testid="stAlert"]')
+    assert alerts.locator("a").count() == 0 and alerts.locator("img").count() == 0
+
+
+def test_markdown_from_strangers_is_shown_as_text(server, page, tmp_path):
+    """Issue 26: an address, a store folder's name and a CSV's contents are a stranger's text; none
+    becomes a live link or an image (and so none is fetched)."""
+    url, root = server
+    evil = tmp_path / "p.csv"
+    fetched = []
+    page.on("request", lambda r: fetched.append(r.url) if "evil.example" in r.url else None)
+    page.goto(f"{url}/?variant=%5Bclick%20here%20to%20re-verify%5D(https://evil.example/login)"
+              "&beta_schedule=!%5Bx%5D(https://evil.example/pixel.png)")
+    page.locator("h1", has_text="Does adaptive").wait_for()
+    idle(page)
+    notice = page.locator('[data-testid="stMain"] [data-testid="stAlert"]', has_text="click here to re-verify")
+    notice.first.wait_for()
+    assert "[click here to re-verify](https://evil.example/login)" in notice.first.inner_text()
+    _no_live_markup(page)
+    folder = root / "**bold** [click me](https:evil.example)"
+    folder.mkdir()
+    (folder / "run.json").write_text("{}")
+    try:
+        page.goto(url)
+        page.locator("h1", has_text="Does adaptive").wait_for()
+        idle(page)
+        page.locator('[data-testid="stAlert"]', has_text="**bold** [click me](https:evil.example)").first.wait_for()
+        _no_live_markup(page)
+    finally:
+        shutil.rmtree(folder)
+    go(page, "Your data", "Your data")
+    evil.write_text("x,y\n![x](https://evil.example/p.png),2\n1,2\n")
+    page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(evil))
+    page.locator('[data-testid="stAlert"]', has_text="![x](https://evil.example/p.png)").first.wait_for()
+    _no_live_markup(page)
+    assert fetched == []
+    no_exception(page)

@@ -209,3 +209,26 @@ def test_settings_parse_strictly_from_text():
                                 ("nope", "1", "unknown setting 'nope'")):
         with pytest.raises(ValueError, match=message):
             parse_setting(name, text)
+
+
+def test_the_package_installs_with_a_dualscale_command_and_its_data_files():
+    """pip install . (or -e .) gives a `dualscale` command that is main(), and ships every data file
+    the package reads (issue 27: no pyproject.toml meant no install and no command)."""
+    import tomllib
+
+    from dualscale.__main__ import main
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    entry = project["project"]["scripts"]["dualscale"]
+    module, func = entry.split(":")
+    assert getattr(__import__(module, fromlist=[func]), func) is main
+    data = set(project["tool"]["setuptools"]["package-data"]["dualscale"])
+    on_disk = {p.name for p in (ROOT / "dualscale").iterdir() if p.suffix in (".csv", ".json")}
+    assert on_disk <= data, on_disk - data
+    assert project["tool"]["setuptools"]["dynamic"]["dependencies"]["file"] == ["requirements.txt"]
+
+
+def test_the_top_level_help_names_every_command(cli):
+    r = cli("--help")
+    for command in ("train", "reproduce", "settle", "verdict", "rescore", "export", "list"):
+        assert command in r.stdout.split("positional arguments")[0], command
