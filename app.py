@@ -121,12 +121,12 @@ def sidebar() -> Selection:
         advanced_settings()
         notices = st.session_state.pop("url_notices", [])  # once, on the first screen
         for notice in notices:  # the address is a stranger's text: shown as written
-            st.warning(common.plain(notice), icon=":material/link_off:")
+            st.warning(common.literal(notice), icon=":material/link_off:")
         values = {n: st.session_state[f"cfg_{n}"] for n in ("dataset", "variant", "seed") + ADVANCED}
         to_url(values)
         selection = validated(values)
     for notice in notices:  # and above the page: on a phone the sidebar starts collapsed
-        st.warning(common.plain(notice), icon=":material/link_off:")
+        st.warning(common.literal(notice), icon=":material/link_off:")
     for line in common.store().unverified():  # shipped data that does not verify: said on every page
         st.error(line, icon=":material/gpp_bad:")
     return selection

@@ -5,9 +5,16 @@
 - `branch_field(model, schedule, t, lim)`: on a grid over the plane at timestep t, the predicted
   clean point x0_hat of the global branch, the local branch and their mix alpha(t) g + (1 -
   alpha(t)) l (which is the model's output, tested).
+- `weights_problem(run)`: None if the run's model loads from its weights, else one line naming the
+  run and what is wrong (truncated, missing, a FIFO or folder in place of weights.npz: read through
+  the Run's own loading, regular files only, so it never hangs), for the page to say and go on.
 The figures are plain Plotly, no Streamlit (the Inside page draws them).
 """
 from __future__ import annotations
+
+import os
+import zipfile
+import zlib
 
 import numpy as np
 import plotly.graph_objects as go
@@ -69,6 +76,34 @@ def where_figure(diffs: dict[str, dict], alphas: list[np.ndarray]) -> go.Figure:
 def _fade(hex_color: str, alpha: float = 0.2) -> str:
     r, g, b = (int(hex_color[i:i + 2], 16) for i in (1, 3, 5))
     return f"rgba({r},{g},{b},{alpha})"
+
+
+# What reading a run's weights can raise when they are damaged: the store's StoreError (a ValueError;
+# a hash that does not match, a file that is missing, unreadable or not a regular file), and what
+# numpy's and torch's loading raise on a file whose run.json was rewritten to match it.
+WEIGHT_ERRORS = (ValueError, OSError, KeyError, RuntimeError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def weights_problem(run) -> str | None:
+    """None if the run's EMA model loads (Run.load_model: its files checked against run.json, opened
+    as regular files only); else the one-line reason, naming the run (`damaged`)."""
+    try:
+        run.load_model("ema")
+    except WEIGHT_ERRORS as e:
+        return damaged(run, e)
+    return None
+
+
+def damaged(run, error: BaseException) -> str:
+    """One line: which run (id, dataset/variant, seed, shipped or local) and why its weights cannot be
+    used, the run's folder left out of the reason (its id says which)."""
+    reason = str(error).splitlines()[0] if str(error).strip() else error.__class__.__name__
+    reason = reason.replace(f"{run.path}{os.sep}", "").replace(str(run.path), "the run's folder")
+    reason = reason.removeprefix(f"run {run.id}: ")
+    origin = f"shipped in {run.path.parent.name}/" if run.shipped else "local"
+    c = run.config
+    return (f"Run {run.id} ({c.dataset}/{c.variant}, seed {c.seed}, {origin}) has damaged weights, so its field "
+            f"is not drawn: {reason}")
 
 
 def branch_field(model, schedule, t: int, lim: float, n: int = 41) -> dict:

@@ -1,17 +1,22 @@
 """Your own point cloud: a CSV (or drawn points) checked, named by its content and scaled like the
 paper's data.
 
-- **Input**: a CSV of two numeric columns, x and y, with an optional header line (commas,
-  semicolons, tabs or spaces). Refused in one line: an empty or binary file, one column, a
-  non-number, NaN or inf, fewer than MIN_DISTINCT distinct points, every point identical, more
-  than MAX_ROWS rows, a file over MAX_BYTES.
+- **Input**: a CSV of two numeric columns, x and y, with an optional header line (commas, tabs or
+  spaces between them; or semicolons, and then a comma is the decimal mark: `0,126;-0,132`).
+  Refused in one line that names the line of the file: an empty or binary file, a line of one
+  column or of more than two, a non-number (quoted as it is in the file), NaN or inf, fewer than
+  MIN_DISTINCT distinct points, every point identical, more than MAX_ROWS rows, a file over
+  MAX_BYTES, and points that cannot be scaled (a spread below the smallest normal double, or
+  outliers so far out that fewer than MIN_DISTINCT points stay apart in float32 once scaled): every
+  check is made before anything is stored, so a dataset that is kept can be trained.
 - **Name**: `<label>-<hash>`: the label is the file's stem made safe (lower case, a-z 0-9 _,
   at most 20 characters), the hash the first 12 hex of the SHA-256 of the parsed points (float64,
   in the file's order). A point that moves changes the name, so the run id, so no run is ever
   judged against data it was not trained on.
 - **Scaling**: centred on the middle of its bounding box and scaled so that its larger half-range
   is SPAN (3: the paper's clouds reach about 3 from the origin: the circle's radius, the line's
-  half-height 2, the dino's 2.4-4.3), keeping the aspect ratio.
+  half-height 2, the dino's 2.4-4.3), keeping the aspect ratio; computed in halves, so values
+  near the float64 limit scale without overflow.
 - **Training set** (make_dataset): `n_points` draws with replacement from the scaled points, each
   jittered by N(0, JITTER^2) in both coordinates, from default_rng(seed), as the dino recipe does
   with its 142 points (its jitter is 0.011-0.013 in these units; 0.02 makes a cloud of a few dozen
@@ -50,7 +55,8 @@ def label_of(filename: str) -> str:
 
 
 def parse(raw: bytes) -> np.ndarray:
-    """The (n, 2) float64 points of a CSV's bytes, or a one-line ValueError saying what is wrong."""
+    """The (n, 2) float64 points of a CSV's bytes, or a one-line ValueError saying what is wrong
+    (with the number of the line in the file, and the offending text quoted as it is there)."""
     if len(raw) > MAX_BYTES:
         raise ValueError(f"the file is {len(raw) / 2**20:.1f} MB; at most {MAX_BYTES // 2**20} MB")
     if not raw.strip():
@@ -61,32 +67,44 @@ def parse(raw: bytes) -> np.ndarray:
         text = raw.decode("utf-8-sig")
     except UnicodeDecodeError:
         raise ValueError("the file is not UTF-8 text: save the points as CSV")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [(number, line.strip()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
+    if not lines:
+        raise ValueError("the file is empty: it needs two columns of numbers, x and y")
     if len(lines) > MAX_ROWS + 1:
         raise ValueError(f"the file has {len(lines):,} rows; at most {MAX_ROWS:,} points")
-    rows = [re.split(r"[,;\t ]+", line.strip()) for line in lines]
-    if _numbers(rows[0]) is None:  # a header line
-        rows = rows[1:]
+    # Semicolons between the columns: the comma is then the decimal mark (0,126;-0,132).
+    decimal_comma = any(";" in line for _, line in lines)
+    split = re.compile(r"[;\t ]+" if decimal_comma else r"[,\t ]+")
+    if any(_number(cell, decimal_comma) is None for cell in split.split(lines[0][1]) if cell):
+        lines = lines[1:]  # a header line
     points = []
-    for i, row in enumerate(rows):
-        if len(row) < 2:
-            raise ValueError(f"row {i + 1} has {len(row)} column; the file needs two, x and y")
-        values = _numbers(row[:2])
-        if values is None:
-            raise ValueError(f"row {i + 1} is not two numbers: {', '.join(row[:2])[:40]!r}")
-        points.append(values)
+    for number, line in lines:
+        cells = [cell for cell in split.split(line) if cell]
+        if len(cells) != 2:
+            raise ValueError(f"expected two columns x, y; line {number} has {len(cells)}: {_quote(line)}")
+        try:
+            points.append([float(cell.replace(",", ".") if decimal_comma else cell) for cell in cells])
+        except ValueError:
+            cell = next(cell for cell in cells if _number(cell, decimal_comma) is None)
+            raise ValueError(f"line {number}: {_quote(cell)} is not a number (x and y must be numbers)") from None
     return check(np.array(points, dtype=np.float64).reshape(-1, 2))
 
 
-def _numbers(cells) -> list[float] | None:
+def _number(cell: str, decimal_comma: bool) -> float | None:
     try:
-        return [float(c) for c in cells]
+        return float(cell.replace(",", ".") if decimal_comma else cell)
     except ValueError:
         return None
 
 
+def _quote(text: str, limit: int = 40) -> str:
+    """The text as it is in the file, quoted (repr: one line, whatever it holds), cut at `limit`."""
+    return repr(text[:limit]) + ("…" if len(text) > limit else "")
+
+
 def check(points: np.ndarray) -> np.ndarray:
-    """The points themselves must be usable: finite, enough distinct ones, not all one point."""
+    """The points themselves must be usable: finite, enough distinct ones, not all one point, and
+    scalable into the paper's range without losing them (see `scaled`)."""
     if len(points) == 0:
         raise ValueError("there are no points")
     if not np.all(np.isfinite(points)):
@@ -98,10 +116,25 @@ def check(points: np.ndarray) -> np.ndarray:
         raise ValueError("every point is the same point: there is no shape to learn")
     if distinct < MIN_DISTINCT:
         raise ValueError(f"only {distinct} distinct points; at least {MIN_DISTINCT} are needed")
-    span = points.max(0) - points.min(0)
-    if span.max() <= 0:
+    half = _half_range(points)
+    if not half > 0:
         raise ValueError("the points have no extent")
+    if half < np.finfo(np.float64).tiny:  # subnormal: the differences between the points keep few digits
+        raise ValueError(f"the points span only {2 * half:.3g}, too little to scale without losing digits (at least "
+                         f"{2 * np.finfo(np.float64).tiny:.3g}): multiply every value by a power of ten, 1e300 say")
+    trained = scaled(points).astype(np.float32)  # what training sees (make_dataset is float32)
+    kept = len(np.unique(trained, axis=0)) if np.all(np.isfinite(trained)) else 0
+    if kept < MIN_DISTINCT:
+        raise ValueError(f"scaled into the paper's range, only {kept} of the {distinct} distinct points stay apart "
+                         f"(values as far out as {np.abs(points).max():.3g} squeeze the rest together): remove "
+                         "the outliers")
     return points
+
+
+def _half_range(points: np.ndarray) -> float:
+    """The larger half-range of the bounding box, without overflow (hi - lo can exceed float64)."""
+    lo, hi = points.min(0), points.max(0)
+    return float((hi / 2 - lo / 2).max())
 
 
 def content_hash(points: np.ndarray) -> str:
@@ -115,7 +148,8 @@ def name_of(points: np.ndarray, label: str) -> str:
 def scaled(points: np.ndarray) -> np.ndarray:
     """Centred on the middle of the bounding box, the larger half-range SPAN, aspect kept."""
     lo, hi = points.min(0), points.max(0)
-    return (points - (lo + hi) / 2) * (SPAN / ((hi - lo).max() / 2))
+    middle = lo / 2 + hi / 2  # halves first: (lo + hi) and (hi - lo) overflow near the float64 limit
+    return (points - middle) / _half_range(points) * SPAN
 
 
 def register(name: str, points: np.ndarray) -> None:

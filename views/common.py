@@ -40,12 +40,20 @@ def wide_or_narrow(key: str):
     return st.container(key=f"wide_{key}"), st.container(key=f"narrow_{key}")
 
 
-def plain(text: str) -> str:
-    """Markdown that shows `text` exactly as written, on one line: every ASCII punctuation mark
-    backslash-escaped (CommonMark lets any be), so no link, image, emphasis, autolinked address,
-    colour, icon or formula can come from it. For text from outside: the address, file and folder
-    names, file contents, a run's error."""
-    return re.sub(r"([!-/:-@\[-`{-~])", r"\\\1", " ".join(str(text).splitlines()))
+def literal(text: str) -> str:
+    """Markdown that shows `text` exactly as written, on one line: a code span, whose content markdown
+    never reads (no link, image, emphasis, emoji, colour, autolinked address or formula), fenced by
+    more backticks than any run of them inside. For text from outside: the address, file and folder
+    names, file contents, a run's error. (Backslash-escaping is not enough: the frontend still
+    autolinks an escaped address, measured in Chromium.)"""
+    text = " ".join(str(text).splitlines()) or " "
+    fence = "`" * (max((len(run) for run in re.findall(r"`+", text)), default=0) + 1)
+    return f"{fence} {text} {fence}"
+
+
+def count(n: int, noun: str) -> str:
+    """'1 run', '12 runs', '1,000 runs'."""
+    return f"{n:,} {noun}{'' if n == 1 else 's'}"
 
 
 def store_root() -> str:
@@ -191,7 +199,7 @@ def load(run, what: str):
     try:
         return _load(store_root(), run.id, stamp(run), what)
     except StoreError as e:
-        st.warning(plain(str(e).splitlines()[0]))
+        st.warning(literal(str(e).splitlines()[0]))
         return None
 
 

@@ -8,7 +8,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from dualscale import VARIANTS, TrainConfig, userdata
-from dualscale.settle import estimate_seconds
+from dualscale.estimates import estimate_seconds
 from views import common
 
 GRID = 61  # the drawing pad's candidate points per side
@@ -61,11 +61,27 @@ def preview(points: np.ndarray) -> go.Figure:
 
 
 def queue(points: np.ndarray, label: str, settings: TrainConfig) -> None:
-    """Keep the points in the store and queue the three variants (the sidebar's settings and seed)."""
-    name = common.store().save_data(points, label)
-    configs = [TrainConfig(**{**settings.to_dict(), "dataset": name, "variant": v}) for v in VARIANTS]
-    st.session_state["data_queued"] = (name, [common.registry().submit(c) for c in configs])
+    """Queue the three variants (the sidebar's settings and seed) on the points. Everything that can
+    be checked is checked first (the points, the three configs and their memory, the store
+    writable); the points are stored only then, so a dataset that is listed can be trained."""
     st.session_state.pop("data_confirm", None)
+    st.session_state.pop("data_refused", None)
+    try:
+        points = userdata.check(np.asarray(points, dtype=np.float64))
+        name = userdata.name_of(points, label)
+        configs = [TrainConfig(**{**settings.to_dict(), "dataset": name, "variant": v}).validate().check_resources()
+                   for v in VARIANTS]
+        store = common.store()
+        store.check_writable()
+        name = store.save_data(points, label)
+    except OSError as e:  # the data folder cannot be made or written
+        st.session_state["data_refused"] = (f"Not queued: the store cannot keep the points ({e.strerror or e}"
+                                            + (f": {e.filename}" if e.filename else "") + ")")
+        return
+    except ValueError as e:  # StoreError is one
+        st.session_state["data_refused"] = f"Not queued: {(str(e).splitlines() or [repr(e)])[0]}"
+        return
+    st.session_state["data_queued"] = (name, [common.registry().submit(c) for c in configs])
 
 
 sel = common.selection("Dataset and variant (this page makes a dataset; the three variants train)")
@@ -96,7 +112,9 @@ else:
     else:
         st.info("The drawing has no points yet.")
 if error:
-    st.error(error)  # one line; nothing is stored
+    st.error(common.literal(error))  # one line, shown as it is (the file's name and text are a stranger's); nothing is stored
+if refused := st.session_state.pop("data_refused", None):  # said once, after the click
+    st.error(common.literal(refused))
 
 if points is not None:
     label = st.text_input("Label", value=userdata.label_of(label), key="data_label", max_chars=20)

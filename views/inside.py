@@ -2,10 +2,12 @@
 eval loss beside alpha(t)), and what each branch predicts over the plane at a chosen t."""
 from __future__ import annotations
 
+
 import numpy as np
 import streamlit as st
 
-from dualscale.inside import branch_field, field_figure, per_timestep, where_figure
+from dualscale import StoreError
+from dualscale.inside import branch_field, damaged, field_figure, per_timestep, weights_problem, where_figure
 from dualscale.stats import PAIRS
 from views import common
 
@@ -52,13 +54,20 @@ if run is None:
 elif run.light:
     st.info(f"{common.describe(run, sel.seed)}: a light run ships without weights. Seed 0 of the shipped runs has "
             "them; or train one on Train.")
+elif (problem := weights_problem(run)) is not None:
+    st.error(common.literal(problem))  # one line, as it is; the rest of the page stands
 else:
     real = common.real_points(sel.dataset, 3000)
     lim = float(np.abs(real).max() * 1.15)
     t = st.slider("timestep t (0 = data, T-1 = noise)", 0, run.config.timesteps - 1, run.config.timesteps // 2,
                   key="inside_t")
-    st.plotly_chart(field_figure(field(common.store_root(), run.id, common.stamp(run), t, lim), real, t),
-                    key="inside_field")
-    st.caption(f"At t = {t}, each arrow points from a point x_t toward the clean point the network predicts for it "
-               f"(a fifth of the way). {sel.variant}, {common.describe(run, sel.seed)}. The mix is alpha(t) × global + (1 − alpha(t)) × "
-               "local, exactly the model's output (tested). Computed once per (run, t) on a 41 × 41 grid, then kept.")
+    try:
+        shown = field(common.store_root(), run.id, common.stamp(run), t, lim)
+    except StoreError as e:  # damaged since the check above: said the same way
+        st.error(common.literal(damaged(run, e)))
+    else:
+        st.plotly_chart(field_figure(shown, real, t), key="inside_field")
+        st.caption(f"At t = {t}, each arrow points from a point x_t toward the clean point the network predicts "
+                   f"for it (a fifth of the way). {sel.variant}, {common.describe(run, sel.seed)}. The mix is "
+                   "alpha(t) × global + (1 − alpha(t)) × local, exactly the model's output (tested). Computed once "
+                   "per (run, t) on a 41 × 41 grid, then kept.")

@@ -32,7 +32,7 @@ st.html(COMPACT_CSS)
 st.title("Results")
 frame = metrics_frame(common.all_runs())
 for problem in common.store().problems():  # unreadable run folders are skipped, not hidden
-    st.warning(common.plain(f"Unreadable: {problem.splitlines()[0]}"))
+    st.warning(common.literal(f"Unreadable: {problem.splitlines()[0]}"))
 if frame.empty:
     st.info("No runs in the store yet: start one on the Train page "
             "(or run `python -m dualscale reproduce`).")
@@ -41,8 +41,8 @@ if frame.empty:
 same = common.same_settings(frame, sel.settings)
 legend = "; ".join(f"{m.short} = {m.label}" + (f" ({m.unit})" if m.unit and f"({m.unit})" not in m.label else "")
                    for m in (METRICS[name] for name in PAGE_ORDER))
-st.caption(f"{len(same)} runs with the sidebar's training settings ({common.settings_label(sel.settings)}); "
-           f"{len(frame) - len(same)} runs with other settings are left out, never pooled in. "
+st.caption(f"{common.count(len(same), 'run')} with the sidebar's training settings ({common.settings_label(sel.settings)}); "
+           f"{common.count(len(frame) - len(same), 'run')} with other settings are left out, never pooled in. "
            "Each cell: mean ± 95% CI over seeds (t interval, when there are several). "
            "★ = better than both other variants on that dataset in the Verdict's decision (its confidence "
            "sequence, paired by seed, excludes 0 in its favour within the declared family; KL and eval loss; "
@@ -73,5 +73,5 @@ for variant in VARIANTS:
 
 st.download_button("Download metrics CSV (one row per run; units in the column names)", for_csv(frame).to_csv(index=False),
                    file_name="dualscale-runs.csv", mime="text/csv", icon=":material/download:")
-with st.expander(f"All {len(frame)} runs"):
+with st.expander(f"All {common.count(len(frame), 'run')}"):
     st.dataframe(frame, hide_index=True)

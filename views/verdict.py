@@ -120,7 +120,7 @@ st.markdown(
 st.caption(f"Runs with {common.settings_label(sel.settings)} (the sidebar's Advanced settings; every dataset "
            "and seed is used).")
 for problem in common.store().problems():
-    st.warning(common.plain(f"Unreadable: {problem}"))
+    st.warning(common.literal(f"Unreadable: {problem}"))
 if not mine:
     st.info("Not enough paired runs with these settings yet: a verdict needs at least 2 seeds of two variants.")
     seeds.panel(sel, [])
@@ -138,7 +138,7 @@ if sel.settings == type(sel.settings)():
     confirmatory([c for c in confirm if c.metric == CONFIRM.metric])
 if verdicts.unpaired:
     runs_now, problems = common.store().scan()
-    with st.expander(f"{len(verdicts.unpaired)} runs without a partner (not in any comparison)"):
+    with st.expander(f"{common.count(len(verdicts.unpaired), 'run')} without a partner (not in any comparison)"):
         st.markdown("\n".join(f"- {line}" for line in unpaired_lines(verdicts.unpaired, runs_now, problems)))
 st.download_button("Download the verdict as CSV (one row per comparison)",
                    for_csv(pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]))

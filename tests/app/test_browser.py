@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 
@@ -353,7 +354,7 @@ def test_your_data_uploads_a_csv_trains_the_three_variants_and_joins_the_sidebar
     bad = tmp_path / "one.csv"
     bad.write_text("x\n1\n2\n")
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(bad))
-    error = page.locator('[data-testid="stAlert"]', has_text="one.csv: row 1 has 1 column")
+    error = page.locator('[data-testid="stAlert"]', has_text="one.csv: expected two columns x, y; line 2 has 1")
     error.wait_for()  # one line, nothing stored
     assert not (root / "data").exists() or not any((root / "data").iterdir())
     page.locator('[data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(csv))
@@ -427,7 +428,7 @@ def test_markdown_from_strangers_is_shown_as_text(server, page, tmp_path):
     url, root = server
     evil = tmp_path / "p.csv"
     fetched = []
-    page.on("request", lambda r: fetched.append(r.url) if "evil.example" in r.url else None)
+    page.on("request", lambda r: fetched.append(r.url) if urllib.parse.urlparse(r.url).hostname == "evil.example" else None)
     page.goto(f"{url}/?variant=%5Bclick%20here%20to%20re-verify%5D(https://evil.example/login)"
               "&beta_schedule=!%5Bx%5D(https://evil.example/pixel.png)")
     page.locator("h1", has_text="Does adaptive").wait_for()
