@@ -62,6 +62,8 @@ class JobStatus:
     phase_index: int = 0          # its 1-based place among events.PHASES
     started: float | None = None  # when this attempt began (its "started" stamp)
     malformed: int = 0            # lines of the progress file that were not well-formed events (ignored)
+    phase_time: float | None = None  # when the current evaluation phase began (wall clock)
+    launched: float | None = None    # when its worker process was started (wall clock): elapsed counts from here
 
     @property
     def fraction(self) -> float:
@@ -107,8 +109,12 @@ def summarize(run_id: str, evs: list[dict], alive: bool, malformed: int = 0) -> 
         metrics={k: v for k, v in final.items() if k != "event"} if final and final["event"] == events.DONE else None,
         phase=phases[-1]["name"] if phases else None, phase_index=int(phases[-1]["index"]) if phases else 0,
         started=evs[0].get("time") if evs and evs[0].get("event") == events.STARTED else None,
-        malformed=malformed,
+        malformed=malformed, phase_time=_number(phases[-1].get("time")) if phases else None,
     )
+
+
+def _number(value) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
 
 
 @dataclass
@@ -213,7 +219,9 @@ class Runner:
         worker = self._workers.get(run_id)
         alive = run_id in self.running_ids()
         evs, bad = self._current_events(run_id, worker)
-        status = summarize(run_id, evs, alive, bad)
+        launched = worker.started if worker else next(
+            (a.get("started") for a in self.store.active() if a["run_id"] == run_id), None)
+        status = dataclasses.replace(summarize(run_id, evs, alive, bad), launched=_number(launched))
         if status.state != "unknown":
             return status
         if run_id in self._cancelled:  # stopped before its handler could record it (still starting up)

@@ -11,6 +11,7 @@ plain dicts named in events.py (JSON lines in the store's progress file):
 from __future__ import annotations
 
 import functools
+import time
 
 import numpy as np
 import torch
@@ -62,11 +63,19 @@ def _train_and_store(config, store, dev, previews, half, every, light):
         return event
 
     trained = yield from events.relay(train(config, dev, every=every, previews=previews), progress)
-    store.append_progress(config.run_id, {"event": events.EVALUATING})
+    store.append_progress(config.run_id, {"event": events.EVALUATING, "time": time.time()})
     yield {"event": events.EVALUATING}
-    ev = yield from events.relay(evaluated(trained, config, half, light), lambda name: _phase(store, config, name))
-    yield _phase(store, config, "saving")
+    starts: dict[str, float] = {}  # each phase's start: its seconds go into the run's record (estimates.py)
+
+    def phase(name):
+        starts[name] = time.perf_counter()
+        return _phase(store, config, name)
+
+    ev = yield from events.relay(evaluated(trained, config, half, light), phase)
+    yield phase("saving")
     rec = single_record(config, trained, ev, dev, half, light)
+    marks = [*starts.values()]
+    rec.made["phases"] = {name: marks[i + 1] - t for i, (name, t) in enumerate(starts.items()) if i + 1 < len(marks)}
     return store.save(config, rec.weights, rec.metrics, rec.arrays, half=half, made=rec.made)
 
 
@@ -196,7 +205,8 @@ def known_difference(run: Run, metric: str) -> str | None:
 
 
 def _phase(store: Store, config: TrainConfig, name: str) -> dict:
-    event = {"event": events.PHASE, "name": name, "index": events.PHASES.index(name) + 1, "of": len(events.PHASES)}
+    event = {"event": events.PHASE, "name": name, "index": events.PHASES.index(name) + 1, "of": len(events.PHASES),
+             "time": time.time()}
     store.append_progress(config.run_id, event)
     return event
 

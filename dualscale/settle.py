@@ -9,7 +9,6 @@ The command line (`python -m dualscale settle`) and the dashboard's Verdict page
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from itertools import islice
 
@@ -75,42 +74,6 @@ def family_label(metric: str, dataset: str = PAPER_DATASETS[0], family: str = "p
         return f"{CONFIRMATORY} ({CONFIRM.size} comparisons, {CONFIRM.dataset}, seeds {CONFIRM.first_seed} and up)"
     name, size = family_of(metric, dataset)
     return f"{name} ({size} comparisons)"
-
-
-def timed_runs(runs) -> tuple[list, str]:
-    """The runs to time new ones by: this machine's local runs if there are any, else the shipped
-    ones (made elsewhere). -> (runs, what they are)."""
-    from .system import machine
-
-    here = machine().get("cpu")
-    local = [r for r in runs if not r.shipped and r.made.get("machine", {}).get("cpu", here) == here]
-    return (local, "this machine's runs") if local else (list(runs), "the shipped runs (another machine)")
-
-
-def run_seconds(pool, config: TrainConfig) -> tuple[float, float] | None:
-    """(training, evaluation) seconds of a run of `config`: the median over stored runs of the same
-    variant and sizes (else of the variant). Evaluation: sampling plus as much again for the eval
-    loss and the oracle start, and 5 s to start and score. None: nothing to time it by."""
-    import statistics
-
-    like = [r for r in pool if (r.config.variant, r.config.steps, r.config.n_points, r.config.n_samples)
-            == (config.variant, config.steps, config.n_points, config.n_samples)]
-    like = like or [r for r in pool if r.config.variant == config.variant]
-    if not like:
-        return None
-    return (statistics.median(r.metrics["training_time"] * config.steps / r.config.steps for r in like),
-            statistics.median(2 * r.metrics["inference_time"] for r in like) + 5)
-
-
-def estimate_seconds(runs, configs, workers: int) -> tuple[float, str]:
-    """Wall seconds `configs` take `workers` at a time (run_seconds over timed_runs).
-    -> (seconds, what it is based on)."""
-    pool, basis = timed_runs(runs)
-    times = [t for c in configs if (t := run_seconds(pool, c)) is not None]
-    if not times:
-        return math.nan, "no stored run to time"
-    total = sum(a + b for a, b in times) * len(configs) / len(times)
-    return total / max(1, workers), basis
 
 
 class Sweep:

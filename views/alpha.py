@@ -8,7 +8,7 @@ from dualscale import VARIANTS
 from dualscale.plots import alpha_curves, loss_curves
 from views import common
 
-sel = common.selection("Variant and seed (every adaptive run is drawn)")
+sel = common.selection("Variant (every adaptive run is drawn; the seed picks the loss curves)")
 st.title("alpha(t)")
 runs = common.all_runs()
 adaptive = [r for r in runs if r.config.variant == "adaptive" and common.same_config_settings(r.config, sel.settings)]

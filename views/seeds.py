@@ -3,11 +3,14 @@ until decided or the budget is spent), through the dashboard's runner (dualscale
 Planned, estimated and confirmed first; the runs queued are exactly the runs shown. Not a page."""
 from __future__ import annotations
 
+import shlex
+
 import streamlit as st
 
 from dualscale import PAPER_DATASETS
 from dualscale.config import changed_settings
-from dualscale.settle import Sweep, estimate_seconds, plan
+from dualscale.estimates import estimate_seconds
+from dualscale.settle import Sweep, plan
 from dualscale.stats import UNDECIDED
 from views import common
 
@@ -43,7 +46,40 @@ def make_plan(kind: str, settings, datasets: tuple) -> None:
     workers = common.registry().jobs or 1
     seconds, basis = estimate_seconds(runs, rnd.todo, workers)
     st.session_state["seeds_plan"] = {"kind": kind, "todo": rnd.todo, "n": n, "budget": budget, "datasets": datasets,
-                                      "seconds": seconds, "basis": basis, "workers": workers}
+                                      "seconds": seconds, "basis": basis, "workers": workers,
+                                      "outlook": outlook(rnd, budget, runs, settings, workers) if kind == "settle" else ""}
+
+
+def outlook(rnd, budget: int, runs, settings, workers: int) -> str:
+    """What the whole settle should cost, and whether its budget will likely run out first: each open
+    comparison until its projected 50% point (a projection: if the observed difference is the true
+    one), capped at the budget."""
+    from dualscale import TrainConfig
+
+    if not rnd.open:
+        return ""
+    need: dict[tuple, int] = {}  # (dataset, variant) -> seeds it should reach
+    short = []
+    for c in rnd.open:
+        target = min(c.n50 or budget + 1, budget)
+        if (c.n50 or budget + 1) > budget:
+            short.append(f"{c.dataset} {c.a} − {c.b} (50% at {f'{c.n50:,}' if c.n50 else 'over 10,000'} seeds)")
+        for v in (c.a, c.b):
+            need[c.dataset, v] = max(need.get((c.dataset, v), 0), target - c.n)
+    configs = [TrainConfig(**{**settings.to_dict(), "dataset": d, "variant": v, "seed": 0})
+               for (d, v), k in need.items() for _ in range(max(0, k))]
+    seconds, _ = estimate_seconds(runs, configs, workers)
+    text = f"In all, about **{len(configs):,} runs** (~{_duration(seconds)}) if the observed differences are the true ones."
+    if short:
+        text += (f" **The budget of {budget} seeds will likely run out before a decision** for "
+                 + "; ".join(short) + ".")
+    return text
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:
+        return "unknown time"
+    return f"{seconds / 60:.0f} min" if seconds < 5400 else f"{seconds / 3600:.1f} h"
 
 
 def confirm(settings) -> None:
@@ -62,7 +98,7 @@ def _status(key: str) -> None:
     counts = sweep.counts()
     total, done = len(sweep.ids), counts["done"]
     what = "Settle" if sweep.rounds is None else "Adding seeds"
-    text = (f"{what}: {done} of {total} runs done, {counts['training']} training, {counts['waiting']} waiting"
+    text = (f"{what}: {done} of {common.count(total, 'run')} done, {counts['training']} training, {counts['waiting']} waiting"
             + (f", {counts['failed']} failed" if counts["failed"] else "")
             + (f", {counts['cancelled']} cancelled" if counts["cancelled"] else "")
             + (f" (round {sweep.rounds_done + 1})" if sweep.rounds is None and sweep.state == "running" else ""))
@@ -79,7 +115,7 @@ def _status(key: str) -> None:
                               "the rest were stopped or never started."}[sweep.state]
         (st.warning if sweep.state == "cancelled" else st.success)(ended)
         if counts["failed"]:
-            st.caption(f"{counts['failed']} runs failed: see Train's recent runs.")
+            st.caption(f"{common.count(counts['failed'], 'run')} failed: see Train's recent runs.")
         if st.button("Dismiss", key="seeds_dismiss"):
             del common.sweeps()[key]
             st.rerun()
@@ -96,13 +132,12 @@ def _confirmation(settings) -> None:
             del st.session_state["seeds_plan"]
             st.rerun()
         return
-    minutes = p["seconds"] / 60
-    how = "one round" if p["kind"] == "add" else "rounds until the primary family is decided or the budget is spent"
-    st.warning(f"This queues **{len(p['todo'])} runs** ({_describe(p['todo'])}), {how}: about "
-               f"**{minutes:.0f} min** for this round, {p['workers']} at a time (estimated from {p['basis']}).",
-               icon=":material/schedule:")
+    how = "one round" if p["kind"] == "add" else "round 1 of a settle (rounds until decided or the budget is spent)"
+    st.warning(f"This queues **{common.count(len(p['todo']), 'run')}** ({_describe(p['todo'])}), "
+               f"{how}: about **{_duration(p['seconds'])}** for this round, {p['workers']} at a time (estimated from "
+               f"{p['basis']}). {p.get('outlook', '')}", icon=":material/schedule:")
     left, right = st.columns(2)
-    left.button(f"Confirm: queue {len(p['todo'])} runs", key="seeds_confirm", type="primary", on_click=confirm,
+    left.button(f"Confirm: queue {common.count(len(p['todo']), 'run')}", key="seeds_confirm", type="primary", on_click=confirm,
                 args=(settings,))
     if right.button("Back", key="seeds_back"):
         del st.session_state["seeds_plan"]
@@ -115,9 +150,11 @@ def panel(sel, family) -> None:
     datasets = targets(sel.dataset)
     which = "primary" if datasets == PAPER_DATASETS else f"{sel.dataset}'s KL"
     open_ = [c for c in family if c.decision == UNDECIDED]
-    st.caption(f"{len(open_)} of {len(family)} {which} comparisons are undecided"
-               + (f" ({', '.join(f'{c.dataset} {c.a} − {c.b}' for c in open_)})" if open_ else "")
-               + ". New seeds go only to the datasets and variants they need; Settle repeats until every "
+    status = (f"{len(open_)} of {len(family)} {which} comparisons are undecided"
+              + (f" ({', '.join(f'{c.dataset} {c.a} − {c.b}' for c in open_)})" if open_ else "")
+              if family else f"No {which} comparison can be judged yet (each needs 2 paired seeds): a plan starts "
+              "every variant at seeds 0 and up")
+    st.caption(status + ". New seeds go only to the datasets and variants they need; Settle repeats until every "
                "one is decided or the budget is reached, judging validly after each round.")
     key = _key(sel.settings)
     if sel.config is None:
@@ -139,5 +176,6 @@ def panel(sel, family) -> None:
                   icon=":material/gavel:")
     flags = "".join(f" --{k.replace('_', '-')} {v}" for k, v in changed_settings(sel.settings).items())
     flags += "" if datasets == PAPER_DATASETS else f" --datasets {sel.dataset}"
+    flags += "" if common.store_root() == "checkpoints" else f" --store {shlex.quote(common.store_root())}"
     st.markdown("Or on the command line (stored runs are never retrained; a GPU stacks them):")
     st.code(f"python -m dualscale settle --batch {st.session_state.get('seeds_n', 5)}{flags}", language="bash")

@@ -72,11 +72,15 @@ def selection_panel(running: set[str]) -> None:
     try:
         run = common.store().find(cfg)
     except ValueError as e:  # a corrupt stored run: say so, offer to overwrite it
-        st.error(common.plain(str(e).splitlines()[0]))
+        st.error(common.literal(str(e).splitlines()[0]))
         run = None
     if run is not None:
         stored_panel(run)
-    elif st.button("Start training", type="primary"):
+        return
+    last = registry.status(cfg.run_id)  # how its last attempt ended survives a reload (the store keeps it)
+    if last.state in ("cancelled", "failed") and cfg.run_id not in ss.watched:
+        outcome(last)
+    if st.button("Start training", type="primary"):
         start(cfg, force=False)
         st.rerun()
 
@@ -91,30 +95,35 @@ def live_run(status: JobStatus, info: dict) -> None:
                     if status.total else f"{status.state}…")
         if status.state == "evaluating":
             evaluation_phases(status)
+        eta, basis = eta_of(status, c)
+        since = status.launched or status.started
         cols = st.columns(4)
         cols[0].metric("steps/s", f"{status.steps_per_s:.1f}" if status.steps_per_s else "–")
-        cols[1].metric("ETA", fmt_seconds(eta_with_evaluation(status, c)),
-                       help="The training still to go at the current speed, and the evaluation after it "
-                            "(eval loss, sampling, oracle start, metrics) as long as stored runs like it took")
+        cols[1].metric("ETA", fmt_seconds(eta),
+                       help="To the end of the last phase: the training still to go at the current speed, then "
+                            f"each evaluation phase at its own past cost, scaled to this run's size ({basis})")
         cols[2].metric("loss", f"{status.losses[-1]:.4f}" if status.losses else "–")
-        cols[3].metric("elapsed", fmt_seconds(status.elapsed))
+        cols[3].metric("elapsed", fmt_seconds(time.time() - since if since else None),
+                       help="Since the worker started: start-up, training and evaluation")
         if status.malformed:
             st.caption(f":material/warning: {status.malformed} malformed lines in this run's progress file were "
                        "ignored.")
         live_charts(status, c.get("dataset"), c.get("variant", "samples"))
 
 
-def eta_with_evaluation(status: JobStatus, config: dict) -> float | None:
-    from dualscale.settle import run_seconds, timed_runs
+def eta_of(status: JobStatus, config: dict) -> tuple[float | None, str]:
+    """Seconds to the end of the run's last phase (estimates.remaining), and what the estimate is based on."""
+    from dualscale.estimates import phase_seconds, remaining
 
     try:
-        seconds = run_seconds(timed_runs(common.all_runs())[0], TrainConfig.from_dict(config))
+        expected = phase_seconds(common.all_runs(), TrainConfig.from_dict(config))
     except (ValueError, TypeError):
-        seconds = None
-    evaluation = seconds[1] if seconds else 0.0
-    if status.state == "evaluating":
-        return max(0.0, evaluation * (1 - (status.phase_index - 1) / len(PHASES)))
-    return None if status.eta_s is None else status.eta_s + evaluation
+        expected = None
+    if expected is None:
+        return None, "no stored run to time it by"
+    in_phase = time.time() - status.phase_time if status.phase_time else 0.0
+    index = status.phase_index if status.state == "evaluating" else 0
+    return remaining(expected[0], status.step, status.total, status.steps_per_s, index, in_phase), expected[1]
 
 
 def evaluation_phases(status: JobStatus) -> None:
@@ -153,7 +162,7 @@ def outcome(status: JobStatus) -> None:
     elif status.state == "cancelled":
         st.warning(f"`{status.run_id}` was cancelled; nothing was stored.")
     elif status.state == "failed":
-        st.error(f"`{status.run_id}` failed: {common.plain(status.error)}")
+        st.error(f"`{status.run_id}` failed: {common.literal(status.error)}")
 
 
 def run_header(dataset, variant, seed, run_id: str, state: str) -> None:
@@ -195,13 +204,14 @@ def recent_runs() -> None:
         st.caption("No runs were started in this store yet.")
         return
     kl = METRICS["kl_divergence"]
-    icons = {"done": "✅", "failed": "❌", "cancelled": "⏹️", "stopped": "⚠️"}
+    icons = {"done": ":material/check_circle:", "failed": ":material/error:", "cancelled": ":material/cancel:",
+             "stopped": ":material/warning:"}  # Streamlit's own icon font: no emoji font needed
     lines = []
     for s in recent:
         when = time.strftime("%H:%M:%S", time.localtime(s.started)) if s.started else "–"
         extra = (f" · KL {kl.format(s.metrics['kl_divergence'])}" if s.metrics and "kl_divergence" in s.metrics
-                 else f" · {s.error}" if s.error else f" · step {s.step:,} / {s.total:,}" if s.total else "")
-        lines.append(f"- {icons.get(s.state, '⏳')} `{s.run_id}` **{s.state}** · started {when}{extra}")
+                 else f" · {common.literal(s.error)}" if s.error else f" · step {s.step:,} / {s.total:,}" if s.total else "")
+        lines.append(f"- {icons.get(s.state, ':material/hourglass_top:')} `{s.run_id}` **{s.state}** · started {when}{extra}")
     st.markdown("\n".join(lines))
 
 
