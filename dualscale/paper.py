@@ -61,7 +61,7 @@ def metrics_frame(runs) -> pd.DataFrame:
 
     def machine(r) -> str:
         m = getattr(r, "made", {}).get("machine") or {}
-        return m.get("gpu") or m.get("cpu") or ""
+        return m.get("gpu") or m.get("cpu") or "not recorded (made before 2026-11-28)"
 
     rows = [{"run_id": r.id, **r.config.to_dict(), **{m: r.metrics.get(m) for m in METRICS},
              "device": r.metrics.get("device"), "shipped": r.shipped,

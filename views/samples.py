@@ -41,7 +41,7 @@ if note:
 keys = tuple((v, r.id if r else None, common.stamp(r) if r else 0) for v, r in shown.items())
 scatter, stacked, animation = panels_figure(common.store_root(), sel.dataset, keys)
 n = next(r for r in shown.values() if r).config.n_samples
-st.markdown(f"**{sel.dataset}**: {n:,} generated points per model over the real data (grey). "
+st.markdown(f"**{sel.dataset}**: {n:,} generated points per model, with the real data drawn over them in dark grey. "
             "Drag to zoom (all panels follow), double-click to reset.")
 wide, narrow = common.wide_or_narrow("samples")  # below 640 px three side-by-side panels would be 100 px wide
 with wide:
