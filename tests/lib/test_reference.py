@@ -6,6 +6,7 @@ import pytest
 
 from dualscale import PAPER_DATASETS, VARIANTS, Store, TrainConfig, kl_divergence, make_dataset
 from dualscale.paper import fidelity, metrics_frame
+from dualscale.stats import CONFIRM
 
 REFERENCE = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -127,7 +128,7 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
     study's settings too) whose sequence lies inside the margin; every word is what decide() says of
     its own interval, at the family's Bonferroni level."""
     from dualscale.metrics import METRICS
-    from dualscale.stats import decide, verdict_of
+    from dualscale.stats import decide, decide_proportion, verdict_of
 
     verdict = verdict_of([r for r in Store(REFERENCE).runs() if r.shipped])
     primary = [c for c in verdict.family("primary") if c.settings == ""]  # the reference settings
@@ -148,13 +149,17 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
         margin = METRICS[c.metric].margin
         inside = -margin <= c.cs_low and c.cs_high <= margin
         assert not (inside and c.directional), (c.dataset, c.metric, c.a, c.b, c.cs_low, c.cs_high)
+        if c.family == "confirmatory":  # decided by the share of wins, at 0.05/3
+            assert c.decision == decide_proportion(c.pi_low, c.pi_high) and c.family_size == 3
+            assert min(c.seeds) >= CONFIRM.first_seed and c.dataset == CONFIRM.dataset
+            continue
         assert c.decision == decide(c.cs_low, c.cs_high, c.mean_diff, c.metric)
         assert c.family_size == 12 and c.level == 0.05 / 12
 
 
 def test_the_evidence_ships_light_small_and_recomputable():
-    """checkpoints/evidence/: the seeds that settle the primary family (dino, seeds 10 and up, made
-    by `settle` or its runs): light, within 15 MB, each with its eval loss per timestep and the
+    """checkpoints/evidence/: the seeds that settle the primary family (dino, seeds 10-67, made by
+    `settle` or its runs) and the confirmatory family (seeds 68 and up): light, within 15 MB, each with its eval loss per timestep and the
     machine it ran on, every metric recomputable from the float16 samples (a rotating sample)."""
     from dualscale.metrics import METRICS
 
@@ -163,7 +168,11 @@ def test_the_evidence_ships_light_small_and_recomputable():
     assert sum(p.stat().st_size for r in evidence for p in r.path.iterdir()) <= 15_000_000
     for run in evidence:
         assert run.config == TrainConfig(dataset=run.config.dataset, variant=run.config.variant, seed=run.config.seed)
-        assert run.config.seed >= 10 and run.light and run.made["samples"] == "float16" and run.made["half"]
+        assert run.config.seed >= 10 and run.light and run.made["samples"] == "float16"
+        # the exploratory seeds were made with float16 weights (--half); the confirmatory ones in fp32,
+        # each recording its engine
+        assert run.made["half"] == (run.config.seed < CONFIRM.first_seed), run.id
+        assert run.config.seed < CONFIRM.first_seed or run.made["engine"]["name"] in ("single", "stacked")
         assert run.made["machine"]["cpu"] and run.made["machine"]["flags"] and "--light" in run.made["command"]
         assert run._arrays("arrays.npz")["eval_loss_by_t"].shape == (100,)
     for run in sorted(evidence, key=lambda r: r.id)[::29]:
