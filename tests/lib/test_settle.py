@@ -14,7 +14,7 @@ from dualscale import Store, TrainConfig
 from dualscale.settle import plan
 from support import ROOT
 
-SMALL = ["--steps", "200", "--n-points", "1024", "--batch-size", "128", "--n-samples", "300"]
+SMALL = ["--steps", "100", "--n-points", "1024", "--batch-size", "128", "--n-samples", "200"]
 SETTLE = ["settle", "--datasets", "line", "--budget-seeds", "6", "--batch", "2", "--jobs", "2", *SMALL]
 
 
@@ -69,7 +69,7 @@ def uninterrupted(tmp_path_factory):
 
 def test_a_small_settle_stops_at_a_decision_or_the_budget_and_prints_the_table(uninterrupted):
     store, out, err = uninterrupted
-    assert "== primary (12 comparisons, each sequence at 0.05/12)" in out
+    assert "== primary (12 comparisons, each interval at 0.05/12; exploratory" in out
     assert sum(line.startswith("line ") for line in out.splitlines()) == 3  # the table: three pairs on line
     assert ("budget spent" in out) or ("decided: every comparison" in out)
     seeds = {(r.config.variant, r.config.seed) for r in Store(store).runs()}
