@@ -194,3 +194,21 @@ def test_the_damage_is_what_the_tests_say(damaged_weights):
     for key in DAMAGE:
         with pytest.raises((ValueError, zipfile.BadZipFile, OSError, EOFError)):
             runs[key].load_model()
+
+
+def test_every_page_says_when_shipped_data_does_not_verify(small_store, tmp_path, monkeypatch):
+    """Issue 26: a shipped folder whose manifest is missing (or not the one the package pins) is said
+    on every page, and its runs count nowhere."""
+    from dualscale import store as store_mod
+
+    root = copy_store(small_store, tmp_path / "checkpoints")
+    shutil.copytree(ROOT / "checkpoints" / "evidence", root / "evidence")
+    (root / "evidence" / "MANIFEST.json").unlink()
+    monkeypatch.setattr(store_mod, "PROJECT_STORE", root.resolve())
+    at = start(root, monkeypatch)
+    for name in ("verdict", "results"):
+        if name != "verdict":
+            at.switch_page(f"views/{name}.py").run()
+            ok(at)
+        errors = [e.value for e in at.error]
+        assert any(e.startswith("shipped evidence/ does not verify: its MANIFEST.json is missing") for e in errors), errors
