@@ -137,6 +137,7 @@ selection = st.session_state["selection"] = sidebar()
 pages = [
     st.Page("views/verdict.py", title="Verdict", icon=":material/balance:", default=True),
     st.Page("views/results.py", title="Results", icon=":material/table_chart:"),
+    st.Page("views/runs.py", title="Runs", icon=":material/list:", url_path="runs"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/samples.py", title="Samples", icon=":material/scatter_plot:"),
     st.Page("views/alpha.py", title="alpha(t)", icon=":material/show_chart:", url_path="alpha"),

@@ -314,6 +314,30 @@ class Store:
             raise
         return _open_run(final, root != self.root)
 
+    def delete(self, run_id: str) -> None:
+        """Delete a local run: its folder is renamed aside into a .trash-p<pid>-... folder in one
+        step, then removed; a kill between the two leaves a stray that recover() puts back whole, a
+        kill during the removal one that it clears (a run is there or gone, never half). Refused
+        with a one-line StoreError: a name that is not a run id, a run being trained now (its lock
+        is held), a shipped run, a missing one. A local run of a shipped id leaves the shipped one."""
+        if not isinstance(run_id, str) or not RUN_NAME.fullmatch(run_id):  # no path can be injected
+            raise StoreError(f"{run_id!r} is not a run id")
+        if lock_held(self.root / "locks" / f"{run_id}.json"):
+            raise StoreError(f"run {run_id} is being trained now: cancel it first")
+        trash = None
+        try:
+            if not (self.root / run_id).is_dir():
+                if any((self.root / name / run_id).is_dir() for name in SHIPPED):
+                    raise StoreError(f"run {run_id} is shipped with the project: it cannot be deleted")
+                raise StoreError(f"no local run {run_id} in {self.root}")
+            trash = Path(tempfile.mkdtemp(prefix=f".trash-p{os.getpid()}-", dir=self.root))
+            os.replace(self.root / run_id, trash / run_id)
+        except OSError as e:
+            if trash is not None:
+                shutil.rmtree(trash, ignore_errors=True)
+            raise StoreError(f"cannot delete run {run_id}: {e.strerror or e}")
+        shutil.rmtree(trash, ignore_errors=True)
+
     def save_light(self, run: Run, root: Path | None = None, made: dict | None = None) -> Run:
         """A light copy of `run` (record.lighten: its arrays without the trajectory, the loss history
         as block means; the samples as stored, which its metrics were computed from) under root."""

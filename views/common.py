@@ -203,6 +203,12 @@ def load(run, what: str):
         return None
 
 
+def forget_arrays() -> None:
+    """Drop the cached arrays of every run (after deleting runs: frees their memory; no entry could
+    show stale anyway, being keyed by run id and folder time)."""
+    _load.clear()
+
+
 @st.cache_data(max_entries=16, show_spinner=False)
 def _verdict(root: str, key: tuple):
     from dualscale.stats import verdict_of
