@@ -42,6 +42,7 @@ and level 0.05/3, looking after every 10 seeds, it decides by 100 seeds in about
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -132,20 +133,34 @@ def project(mean: float, sd: float, margin: float | None, alpha: float, ends: tu
     return Projection(n50, n80, at, rng)
 
 
-def _log_mixture(successes: int, n: int, q, a: float = PRIOR_A):
-    """log M_n(q) of the beta-binomial mixture (module docstring), q in (0, 1)."""
-    from scipy.special import betaln, xlog1py, xlogy
+def _log_mixture(successes: int, n: int, q: float, a: float = PRIOR_A) -> float:
+    """log M_n(q) of the beta-binomial mixture (module docstring), q in (0, 1). Plain math (lgamma):
+    the verdict is re-witnessed on every page load without importing scipy."""
+    def betaln(x, y):
+        return math.lgamma(x) + math.lgamma(y) - math.lgamma(x + y)
 
-    q = np.asarray(q, dtype=float)
-    return betaln(a + successes, a + n - successes) - betaln(a, a) - xlogy(successes, q) - xlog1py(n - successes, -q)
+    tail = (successes * math.log(q) if successes else 0.0) + ((n - successes) * math.log1p(-q) if n - successes else 0.0)
+    return betaln(a + successes, a + n - successes) - betaln(a, a) - tail
+
+
+def _root(f, low: float, high: float) -> float:
+    """The root of f between low and high (f changes sign there), by bisection to double precision."""
+    f_low = f(low)
+    for _ in range(200):
+        mid = (low + high) / 2
+        if mid in (low, high):
+            break
+        if (f(mid) < 0) == (f_low < 0):
+            low, f_low = mid, f(mid)
+        else:
+            high = mid
+    return (low + high) / 2
 
 
 def proportion_sequence(successes: int, n: int, alpha: float = 0.05) -> tuple[float, float]:
     """(low, high): an anytime-valid interval for the probability p of success after `successes` of
     `n` independent trials, valid at level alpha simultaneously over every n (and so however often
     trials are added and the interval looked at). No assumption but independence. (0, 1) for n = 0."""
-    from scipy.optimize import brentq
-
     if not 0 < alpha < 1:
         raise ValueError(f"alpha must be in (0, 1), got {alpha}")
     if n < 0 or not 0 <= successes <= n or int(successes) != successes or int(n) != n:
@@ -153,10 +168,10 @@ def proportion_sequence(successes: int, n: int, alpha: float = 0.05) -> tuple[fl
     successes, n = int(successes), int(n)
     if n == 0:
         return 0.0, 1.0
-    bound = np.log(1.0 / alpha)
-    f = lambda q: float(_log_mixture(successes, n, q)) - bound  # noqa: E731 - < 0 inside the interval
+    bound = math.log(1.0 / alpha)
+    f = lambda q: _log_mixture(successes, n, q) - bound  # noqa: E731 - < 0 inside the interval
     mle, eps = successes / n, 1e-12
     inner = min(max(mle, eps), 1 - eps)  # the minimum of log M, inside the interval
-    low = 0.0 if f(eps) < 0 else brentq(f, eps, inner, xtol=1e-12)
-    high = 1.0 if f(1 - eps) < 0 else brentq(f, inner, 1 - eps, xtol=1e-12)
+    low = 0.0 if f(eps) < 0 else _root(f, eps, inner)
+    high = 1.0 if f(1 - eps) < 0 else _root(f, inner, 1 - eps)
     return float(low), float(high)
