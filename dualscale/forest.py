@@ -16,6 +16,9 @@ DECISION_COLORS = {"better": "#16a085", "better, size unclear": "#76c7b1", "no p
                    "worse, size unclear": "#e59c93", "worse": "#c0392b", "undecided": "#e67e22"}
 T_COLOR = "#34495e"
 BAND = "rgba(127,140,141,0.18)"  # the practical margin, +- around zero
+# Plotly's toolbar sits at the top right, 26 px high: a band of its own above every title, and the legend
+# goes under the panels (at the top, on a phone, the toolbar covered it).
+MODEBAR_BAND = 32
 
 
 def _reach(comparisons) -> float:
@@ -62,8 +65,10 @@ def forest(comparisons, metrics: list[str]) -> go.Figure:
                          nticks=5)
         fig.update_yaxes(tickvals=list(range(len(datasets))), ticktext=datasets, range=[len(datasets) - 0.4, -0.6],
                          row=row, col=1)
-    fig.update_layout(height=130 + len(metrics) * (50 + 34 * len(datasets)), margin=dict(l=10, r=10, t=90, b=10),
-                      legend=dict(orientation="h", y=1, yanchor="top", yref="container", x=0), hovermode="closest")
+    height, top, bottom = 130 + len(metrics) * (50 + 34 * len(datasets)), MODEBAR_BAND + 24, 10
+    fig.update_layout(height=height, margin=dict(l=10, r=10, t=top, b=bottom), hovermode="closest",
+                      # under the lowest panel's tick labels (30 px), in the bottom margin it pushes down
+                      legend=dict(orientation="h", x=0, xanchor="left", y=-30 / (height - top - bottom), yanchor="top"))
     fig.update_annotations(font_size=13)
     return fig
 
@@ -99,9 +104,12 @@ def sequence_path(c) -> go.Figure:
                              fillcolor="rgba(230,126,34,0.25)", name="sequence interval", hoverinfo="skip"))
     fig.add_trace(go.Scatter(x=n, y=mean, mode="lines+markers", line=dict(color="#2c3e50"), marker=dict(size=4),
                              name="mean so far", hovertemplate="n = %{x}: mean %{y:+.4f}<extra></extra>"))
-    fig.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), hovermode="x",
-                      title=dict(text=f"{c.dataset}: {c.a} − {c.b}, {spec.short} ({word(c)} at n = {c.n})",
-                                 font_size=13),
+    # The title just above the plot area, under the toolbar's band; the legend under the x axis's title.
+    # Two lines: one would run past a phone's width.
+    fig.update_layout(height=340, margin=dict(l=10, r=10, t=MODEBAR_BAND + 44, b=10), hovermode="x",
+                      title=dict(text=f"{c.dataset}: {c.a} − {c.b}, {spec.short}<br>{word(c)} at n = {c.n}",
+                                 font_size=13, x=0, xref="paper", xanchor="left", y=1, yref="paper",
+                                 yanchor="bottom", pad=dict(b=8)),
                       xaxis_title="seeds (n)", yaxis_title=f"{c.a} − {c.b}" + (f" ({spec.unit})" if spec.unit else ""),
-                      legend=dict(orientation="h", y=-0.25))
+                      legend=dict(orientation="h", x=0, y=-0.25, yanchor="top"))
     return fig

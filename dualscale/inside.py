@@ -41,8 +41,8 @@ def where_figure(diffs: dict[str, dict], alphas: list[np.ndarray]) -> go.Figure:
     mean and spread over the adaptive seeds, on the same t axis."""
     colors = {"adaptive − baseline": "#16a085", "adaptive − fixed": "#8e44ad", "fixed − baseline": "#e67e22"}
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.08,
-                        subplot_titles=["eval loss a − b at each timestep (paired by seed; band: 95% t-interval)",
-                                        "alpha(t): the global branch's weight (mean ± sd over seeds)"])
+                        subplot_titles=["eval loss a − b at each t (paired; band: 95% t-interval)",
+                                        "alpha(t), the global branch's weight (mean ± sd)"])  # fit 390 px
     for name, d in diffs.items():
         if d is None:
             continue
@@ -67,8 +67,8 @@ def where_figure(diffs: dict[str, dict], alphas: list[np.ndarray]) -> go.Figure:
                                  hovertemplate="t=%{x}: alpha %{y:.3f}<extra></extra>"), row=2, col=1)
         fig.add_hline(y=0.5, line={"color": "#e67e22", "width": 1, "dash": "dot"}, row=2, col=1)
     fig.update_xaxes(title_text="timestep t (0 = data, T-1 = noise)", row=2, col=1)
-    fig.update_layout(height=560, margin={"l": 10, "r": 10, "t": 40, "b": 10}, hovermode="x",
-                      legend={"orientation": "h", "y": -0.12})
+    fig.update_layout(height=580, margin={"l": 10, "r": 10, "t": MODEBAR_BAND + 22, "b": 10}, hovermode="x",
+                      legend={"orientation": "h", "y": -0.12, "yanchor": "top", "x": 0})
     fig.update_annotations(font_size=12)
     return fig
 
@@ -124,32 +124,93 @@ def branch_field(model, schedule, t: int, lim: float, n: int = 41) -> dict:
     return out
 
 
-def field_figure(field: dict, real: np.ndarray, t: int, step: int = 2) -> go.Figure:
-    """Arrows from each grid point x_t toward its predicted clean point at timestep t (a fifth of the
-    way, every `step`-th point), one panel per part, over the data in grey."""
+# The modebar (Plotly's toolbar, 26 px high at the top right) gets a band of its own above every title
+# and legend: on a phone it would otherwise sit on them.
+MODEBAR_BAND = 32
+FIELD_ARROWS = 21  # arrows per side of a panel (of the field's 41 x 41 grid): a row of three wide panels
+PHONE_ARROWS = 15  # a phone's panels, one above the other: fewer, longer arrows
+
+
+def _thin_grid(n: int, arrows: int) -> np.ndarray:
+    """Which of an n x n grid's points carry an arrow: about `arrows` per side, evenly spread, both edges in."""
+    idx = np.unique(np.linspace(0, n - 1, min(arrows, n)).round().astype(int))
+    keep = np.zeros((n, n), dtype=bool)
+    keep[np.ix_(idx, idx)] = True
+    return keep.reshape(-1)
+
+
+def arrow_scales(field: dict, arrows: int = FIELD_ARROWS) -> dict[str, dict]:
+    """Per part ("global", "local", "mix"): how its arrows are drawn. Each panel's arrows are scaled
+    on their own so that the longest is 0.9 of the spacing between arrows: at small t, where
+    x0_hat - x_t is a hundredth of the plane, they would otherwise be dots. -> {part: {"longest":
+    the longest |x0_hat - x_t| shown, "scale": drawn length / true length}}."""
+    grid = field["grid"]
+    n = int(round(np.sqrt(len(grid))))
+    keep = _thin_grid(n, arrows)
+    lim = float(np.abs(grid).max())
+    spacing = 2 * lim / max(int(round(np.sqrt(keep.sum()))) - 1, 1)
+    out = {}
+    for p in ("global", "local", "mix"):
+        if p not in field:
+            continue
+        longest = float(np.linalg.norm(field[p][keep] - grid[keep], axis=1).max())
+        out[p] = {"longest": longest, "scale": 0.9 * spacing / longest if longest > 0 else 1.0}
+    return out
+
+
+def scale_text(scale: dict) -> str:
+    """'longest 0.0132, drawn ×68': what a panel's arrow lengths mean."""
+    return f"longest {scale['longest']:.3g}, drawn ×{scale['scale']:.3g}"
+
+
+def field_figure(field: dict, real: np.ndarray, t: int, stacked: bool = False, arrows: int | None = None) -> go.Figure:
+    """Arrows from each grid point x_t toward its predicted clean point at timestep t, one panel per
+    part, over the data in grey: about `arrows` per side (default 21 in a row, 15 stacked), their
+    lengths scaled per panel (arrow_scales: the longest is 0.9 of the spacing, its true length and
+    the factor written under the panel). stacked: the panels one above the other, for a phone."""
+    arrows = arrows or (PHONE_ARROWS if stacked else FIELD_ARROWS)
     parts = [p for p in ("global", "local", "mix") if p in field]
     alpha = field["alpha"]
     titles = {"global": f"global branch (weight {alpha:.2f})" if alpha is not None else "global branch",
               "local": f"local branch (weight {1 - alpha:.2f})" if alpha is not None else "local branch",
               "mix": "their mix: the model" if len(parts) > 1 else "the model (one branch)"}
-    fig = make_subplots(rows=1, cols=len(parts), subplot_titles=[titles[p] for p in parts],
-                        shared_xaxes=True, shared_yaxes=True, horizontal_spacing=0.03)
+    k = len(parts)
+    panel = 330  # a stacked panel's height in px (square at a phone's width)
+    gap = 70  # between stacked panels: the tick labels, the scale line, the next title
+    top, bottom = MODEBAR_BAND + 24, 44
+    height = k * panel + (k - 1) * gap + top + bottom if stacked else 420
+    shape = dict(rows=k, cols=1, vertical_spacing=gap / (height - top - bottom) if k > 1 else 0) if stacked else \
+        dict(rows=1, cols=k, horizontal_spacing=0.04)
+    fig = make_subplots(**shape, subplot_titles=[titles[p] for p in parts], shared_xaxes="all",
+                        shared_yaxes="all")  # zoom one panel, zoom all
     grid = field["grid"]
     n = int(round(np.sqrt(len(grid))))
-    keep = (np.arange(n)[:, None] % step == 0) & (np.arange(n)[None, :] % step == 0)
-    keep = keep.reshape(-1)
-    for col, p in enumerate(parts, start=1):
+    keep = _thin_grid(n, arrows)
+    scales = arrow_scales(field, arrows)
+    for i, p in enumerate(parts, start=1):
+        row, col = (i, 1) if stacked else (1, i)
         fig.add_trace(go.Scattergl(x=real[:, 0], y=real[:, 1], mode="markers", marker={"size": 2, "color": "rgba(120,120,120,0.35)"},
-                                   hoverinfo="skip", showlegend=False), row=1, col=col)
-        start, end = grid[keep], grid[keep] + (field[p][keep] - grid[keep]) / 5
+                                   hoverinfo="skip", showlegend=False), row=row, col=col)
+        start = grid[keep]
+        end = start + (field[p][keep] - start) * scales[p]["scale"]
         xs = np.column_stack([start[:, 0], end[:, 0], np.full(len(start), np.nan)]).reshape(-1)
         ys = np.column_stack([start[:, 1], end[:, 1], np.full(len(start), np.nan)]).reshape(-1)
         fig.add_trace(go.Scatter(x=xs, y=ys, mode="lines", line={"color": "#2e86de", "width": 1.2}, hoverinfo="skip",
-                                 showlegend=False), row=1, col=col)
+                                 showlegend=False), row=row, col=col)
         fig.add_trace(go.Scatter(x=end[:, 0], y=end[:, 1], mode="markers", marker={"size": 3, "color": "#2e86de"},
-                                 hoverinfo="skip", showlegend=False), row=1, col=col)
+                                 hoverinfo="skip", showlegend=False), row=row, col=col)
     lim = float(np.abs(grid).max())
-    fig.update_xaxes(range=[-lim, lim])
-    fig.update_yaxes(range=[-lim, lim], scaleanchor="x")
-    fig.update_layout(height=380, margin={"l": 10, "r": 10, "t": 30, "b": 10})
+    # Square panels: the domain shrinks to fit the range (not the range to fit the domain)
+    fig.update_xaxes(range=[-lim, lim], constrain="domain", zeroline=False)
+    fig.update_yaxes(range=[-lim, lim], constrain="domain", zeroline=False)
+    for i in range(1, k + 1):
+        suffix = "" if i == 1 else str(i)
+        fig.layout[f"yaxis{suffix}"].update(scaleanchor=f"x{suffix}", scaleratio=1)
+    fig.update_annotations(font_size=13)  # the titles (the scale lines below come after them)
+    for i, p in enumerate(parts, start=1):
+        suffix = "" if i == 1 else str(i)
+        fig.add_annotation(text=scale_text(scales[p]), xref=f"x{suffix} domain", yref=f"y{suffix} domain",
+                           x=0.5, y=0, xanchor="center", yanchor="top", yshift=-22, showarrow=False,
+                           font={"size": 11, "color": "#666"})
+    fig.update_layout(height=height, margin={"l": 10, "r": 10, "t": top, "b": bottom})
     return fig

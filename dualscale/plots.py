@@ -26,6 +26,11 @@ DATASET_COLORS = ("#2e86de", "#e74c3c", "#27ae60", "#8e44ad", "#f39c12", "#16a08
 REAL_COLOR = "rgba(150,150,150,0.25)"          # real data behind the reverse process
 REAL_ON_TOP = "rgba(30,30,30,0.45)"             # real data drawn over 10k samples, so it stays visible
 MODEBAR = {"orientation": "v"}                  # the toolbar down the right edge, off the panel titles
+# The other figures keep the toolbar at the top right (26 px high) and leave it a band of its own there,
+# above every title and legend: on a phone it would otherwise sit on them.
+MODEBAR_BAND = 32
+# A horizontal legend under a plot whose x axis has a title: below the tick labels and the title.
+LEGEND_BELOW_TITLED_X = {"orientation": "h", "x": 0, "xanchor": "left", "y": -0.2, "yanchor": "top"}
 
 
 def thin(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -42,11 +47,18 @@ def _xy(points: np.ndarray) -> dict:
 
 
 def _square_axes(fig: go.Figure, n: int, lim: float) -> None:
-    """Same fixed range on every panel, y scaled like x: a circle must look like a circle."""
+    """Same fixed range on every panel, y scaled like x: a circle must look like a circle.
+
+    constrain="domain": the panel's plot area is made square, the range stays [-lim, lim]. With
+    the default ("range") Plotly widens the range instead and keeps the widened one in the
+    figure's layout: a figure first drawn at another size (Samples' hidden row or stacked copy,
+    drawn at Plotly's default 700 px until the window crosses 640 px) then widens the other
+    axis as well and shows the points small in the middle of a mostly empty panel.
+    """
     for i in range(1, n + 1):
         suffix = "" if i == 1 else str(i)
-        fig.layout[f"xaxis{suffix}"].update(range=[-lim, lim], zeroline=False)
-        fig.layout[f"yaxis{suffix}"].update(range=[-lim, lim], zeroline=False,
+        fig.layout[f"xaxis{suffix}"].update(range=[-lim, lim], zeroline=False, constrain="domain")
+        fig.layout[f"yaxis{suffix}"].update(range=[-lim, lim], zeroline=False, constrain="domain",
                                             scaleanchor=f"x{suffix}", scaleratio=1)
 
 
@@ -61,9 +73,11 @@ def _empty_note(fig: go.Figure, col: int, text: str, row: int = 1) -> None:
 
 
 def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
-                  n_real: int = 2000, stacked: bool = False, n_samples: int | None = None) -> go.Figure:
+                  n_real: int = 2000, stacked: bool = False, n_samples: int | None = None,
+                  notes: dict[str, str] | None = None) -> go.Figure:
     """Generated points over the real data, one panel per entry; zoom in one, zoom all.
-    stacked: the panels one above the other (a phone's width), each at most n_samples points."""
+    stacked: the panels one above the other (a phone's width), each at most n_samples points.
+    notes: what an empty panel (None) says instead of "no run yet"."""
     names = list(panels)
     rows, cols = (len(names), 1) if stacked else (1, len(names))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_xaxes="all",
@@ -73,7 +87,7 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
         row, col = (i, 1) if stacked else (1, i)
         pts = panels[name]
         if pts is None:
-            _empty_note(fig, col, "no run yet", row)
+            _empty_note(fig, col, (notes or {}).get(name, "no run yet"), row)
         else:
             color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
             shown = thin(pts, n_samples) if n_samples else pts
@@ -97,12 +111,14 @@ def _frame_index(ts: np.ndarray, t: int) -> int:
 
 def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None],
                          n_real: int = 800, max_frames: int = 35, n_points: int = 500,
-                         notes: dict[str, str] | None = None) -> go.Figure:
+                         notes: dict[str, str] | None = None, n_paths: int = 20) -> go.Figure:
     """The reverse process, noise (largest t) to data (t = 0), every panel in step.
 
     A Plotly slider and Play button drive it in the browser: scrubbing costs no server rerun.
     Frames and points are thinned (35 frames, 500 points per panel): the whole animation
-    travels to the browser at once and must stay well under a megabyte.
+    travels to the browser at once and must stay small. n_paths of the points (the first ones:
+    a random handful, the start being N(0, I) draws) also draw their path from x_T up to the
+    frame shown, one line through the frames so far (about 140 kB per panel at 20 paths).
     """
     names = list(trajectories)
     given = [tr for tr in trajectories.values() if tr is not None]
@@ -116,39 +132,66 @@ def trajectory_animation(real: np.ndarray, trajectories: dict[str, tuple | None]
                     for k, tr in trajectories.items()}
     keep = np.unique(np.linspace(0, len(ts) - 1, min(max_frames, len(ts))).round().astype(int))
     frame_ts = [int(ts[i]) for i in keep]  # noise first: the order the sampler visits them
-    moving = _add_trajectory_traces(fig, names, trajectories, thin(real, n_real), frame_ts, notes or {})
+    moving = _add_trajectory_traces(fig, names, trajectories, thin(real, n_real), frame_ts, notes or {}, n_paths)
     fig.frames = [go.Frame(name=str(t), traces=moving,
-                           data=_trajectory_step(names, trajectories, t)) for t in frame_ts]
+                           data=_trajectory_step(names, trajectories, t, frame_ts, n_paths)) for t in frame_ts]
     _square_axes(fig, len(names), _limit(real, *[tr[1][0] for tr in given]))
     _add_player(fig, frame_ts)
     fig.update_layout(height=470, margin={"l": 10, "r": 10, "t": 40, "b": 10}, showlegend=False)
     return fig
 
 
-def _add_trajectory_traces(fig, names, trajectories, background, frame_ts, notes) -> list[int]:
-    """Static real-data traces plus one moving trace per panel; returns the moving indices."""
+def _add_trajectory_traces(fig, names, trajectories, background, frame_ts, notes, n_paths) -> list[int]:
+    """Static real-data traces plus, per panel, the moving traces (the paths' lines, then the
+    points over them); returns the moving traces' indices, in the order _trajectory_step gives them."""
     moving = []
-    first = _trajectory_step(names, trajectories, frame_ts[0])
-    for col, (name, trace) in enumerate(zip(names, first), start=1):
+    first = _trajectory_step(names, trajectories, frame_ts[0], frame_ts, n_paths)
+    per_panel = len(first) // len(names)
+    for col, name in enumerate(names, start=1):
         fig.add_trace(go.Scatter(**_xy(background), mode="markers", hoverinfo="skip",
                                  marker={"size": 3, "color": REAL_COLOR}), row=1, col=col)
-        fig.add_trace(trace, row=1, col=col)
-        moving.append(len(fig.data) - 1)
+        for trace in first[(col - 1) * per_panel:col * per_panel]:
+            fig.add_trace(trace, row=1, col=col)
+            moving.append(len(fig.data) - 1)
         if trajectories[name] is None:
             _empty_note(fig, col, notes.get(name, "no run yet"))
     return moving
 
 
-def _trajectory_step(names, trajectories, t: int) -> list[go.Scatter]:
-    """One moving trace per panel at timestep t (an empty trace where a panel has no run)."""
+def _trajectory_step(names, trajectories, t: int, frame_ts: list[int], n_paths: int) -> list[go.Scatter]:
+    """Per panel at timestep t: the first n_paths points' paths through the frames from x_T up to t
+    (one line trace, the paths apart by a gap), then the moving points (empty traces where a panel
+    has no run)."""
     traces = []
+    upto = frame_ts[:frame_ts.index(t) + 1]  # the frames shown so far, noise first
     for name in names:
         color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
         tr = trajectories[name]
         pts = tr[1][_frame_index(tr[0], t)] if tr is not None else np.zeros((0, 2))
+        traces.append(go.Scatter(**_xy(_paths(tr, upto, n_paths)), mode="lines", name=f"{name} paths",
+                                 hoverinfo="skip", connectgaps=False,
+                                 line={"color": _darker(color), "width": 1}, opacity=0.7))
         traces.append(go.Scatter(**_xy(pts), mode="markers", name=name,
                                  marker={"size": 4, "color": color, "opacity": 0.7}))
     return traces
+
+
+def _paths(trajectory, upto: list[int], n_paths: int) -> np.ndarray:
+    """The first n_paths points at each frame of `upto`, as one polyline per point with a NaN row
+    after each (Plotly breaks a line at a gap): (n_paths * (len(upto) + 1), 2); (0, 2) without a run."""
+    if trajectory is None or n_paths <= 0:
+        return np.zeros((0, 2), np.float32)
+    ts, points = trajectory
+    k = min(n_paths, points.shape[1])
+    way = np.stack([points[_frame_index(ts, t), :k] for t in upto], 1)  # (k, frames so far, 2)
+    gap = np.full((k, 1, 2), np.nan, np.float32)
+    return np.concatenate([way.astype(np.float32), gap], 1).reshape(-1, 2)
+
+
+def _darker(hex_color: str, factor: float = 0.6) -> str:
+    """The variant's colour, darkened: a path stays visible over that variant's own points."""
+    r, g, b = (round(int(hex_color[i:i + 2], 16) * factor) for i in (1, 3, 5))
+    return f"rgb({r},{g},{b})"
 
 
 def step_label(t: int) -> str:
@@ -208,9 +251,10 @@ def alpha_curves(curves: list[dict], per_seed: bool = False) -> go.Figure:
                           "<extra></extra>"))
     fig.add_hline(y=0.5, line_dash="dash", line_color="#e67e22",
                   annotation_text="fixed: alpha = 0.5", annotation_position="top left")
-    fig.update_layout(height=420, xaxis_title="timestep t (0 = data, T-1 = noise)",
+    fig.update_layout(height=460, xaxis_title="timestep t (0 = data, T-1 = noise)",
                       yaxis_title="alpha(t): weight of the global branch",
-                      hovermode="closest", margin={"l": 10, "r": 10, "t": 30, "b": 10})
+                      hovermode="closest", margin={"l": 10, "r": 10, "t": MODEBAR_BAND, "b": 10},
+                      legend=LEGEND_BELOW_TITLED_X)  # beside the plot it took 40% of a phone's width
     return fig
 
 
@@ -241,9 +285,9 @@ def loss_curves(histories: dict[str, np.ndarray | None]) -> go.Figure:
                                  line={"color": VARIANT_COLORS.get(name.split()[0]), "width": 2.5,
                                        "dash": dashes.get(name.split()[0], "solid")},
                                  hovertemplate=f"{name}<br>step %{{x}}<br>loss %{{y:.4f}}<extra></extra>"))
-    fig.update_layout(height=380, xaxis_title="step", yaxis_title="training loss (MSE, block mean)",
+    fig.update_layout(height=400, xaxis_title="step", yaxis_title="training loss (MSE, block mean)",
                       yaxis_type="log", hovermode="x unified",
-                      margin={"l": 10, "r": 10, "t": 30, "b": 10})
+                      margin={"l": 10, "r": 10, "t": MODEBAR_BAND, "b": 10}, legend=LEGEND_BELOW_TITLED_X)
     return fig
 
 
@@ -303,11 +347,13 @@ def marked_tables(tables: dict[str, pd.DataFrame], winners: dict | None = None,
 
 
 def compact_html(table: pd.DataFrame, metrics=JUDGED_PAPER) -> str:
-    """A marked table cut to the judged metrics (ours ± CI, then the paper's and the difference) as a
-    plain HTML table whose cells wrap: what the Results page shows at phone width."""
+    """A marked table cut to the number of runs (seeds) and the judged metrics (ours ± CI, then the
+    paper's and the difference) as a plain HTML table whose cells wrap: what the Results page shows
+    at phone width. The runs stay: 47 seeds against 68 must be as visible there as on a wide screen."""
     import html
 
     cols = [c for m in metrics for c in (METRICS[m].short, f"{METRICS[m].short} paper (Δ)") if c in table.columns]
+    cols = (["runs"] if "runs" in table.columns else []) + cols
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["dataset", *cols])
     body = "".join("<tr><td>" + html.escape(str(d)) + "</td>" + "".join(f"<td>{html.escape(str(r[c]))}</td>" for c in cols)
                    + "</tr>" for d, r in table.iterrows())
@@ -356,8 +402,9 @@ def schedule_curves(abars: dict[str, np.ndarray], stacked: bool = False) -> go.F
         fig.update_annotations(font_size=12)
     else:
         fig.update_xaxes(title_text="t", row=1, col=1)
-    fig.update_layout(height=640 if stacked else 380, margin=dict(l=10, r=10, t=40, b=10),
-                      legend=dict(orientation="h", y=-0.14 if stacked else -0.25), hovermode="x unified")
+    fig.update_layout(height=660 if stacked else 400, margin=dict(l=10, r=10, t=MODEBAR_BAND + 22, b=10),
+                      legend=dict(orientation="h", y=-0.14 if stacked else -0.25, yanchor="top", x=0),
+                      hovermode="x unified")
     return fig
 
 
@@ -386,6 +433,7 @@ def start_kl(rows: list[dict], floor_value: float | None = None) -> go.Figure:
     if floor_value is not None:
         fig.add_hline(y=floor_value, line=dict(color="#7f8c8d", dash="dot"),
                       annotation_text=f"estimator floor {floor_value:.3f}", annotation_position="top left")
-    fig.update_layout(barmode="group", height=360, yaxis_title="KL(data ‖ samples), bits",
-                      margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.2))
+    fig.update_layout(barmode="group", height=370, yaxis_title="KL(data ‖ samples), bits",
+                      margin=dict(l=10, r=10, t=MODEBAR_BAND + 8, b=10),
+                      legend=dict(orientation="h", y=-0.2, yanchor="top", x=0))
     return fig

@@ -66,8 +66,16 @@ else:
     except StoreError as e:  # damaged since the check above: said the same way
         st.error(common.literal(damaged(run, e)))
     else:
-        st.plotly_chart(field_figure(shown, real, t), key="inside_field")
+        wide, narrow = common.wide_or_narrow("inside_field")  # below 640 px three panels in a row are 90 px wide
+        with wide:
+            st.plotly_chart(field_figure(shown, real, t), key="inside_field")
+        with narrow:  # a phone: the three one above the other, fewer arrows
+            st.plotly_chart(field_figure(shown, real, t, stacked=True), key="inside_field_stacked")
         st.caption(f"At t = {t}, each arrow points from a point x_t toward the clean point the network predicts "
-                   f"for it (a fifth of the way). {sel.variant}, {common.describe(run, sel.seed)}. The mix is "
-                   "alpha(t) × global + (1 − alpha(t)) × local, exactly the model's output (tested). Computed once "
-                   "per (run, t) on a 41 × 41 grid, then kept.")
+                   "for it. **Arrow lengths are scaled per panel**: in each, the longest arrow is drawn just short of the "
+                   "space between two arrows, and the line under the panel gives its true length and the factor "
+                   "every arrow there is drawn at (near t = 0 the predicted moves are tiny, and unscaled they "
+                   "would be dots). Compare directions across panels, lengths only within one. "
+                   f"{sel.variant}, {common.describe(run, sel.seed)}. The mix is alpha(t) × global + (1 − alpha(t)) "
+                   "× local, exactly the model's output (tested). Computed once per (run, t) on a 41 × 41 grid, "
+                   "then kept; 21 × 21 of its points carry an arrow (15 × 15 on a phone).")

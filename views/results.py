@@ -69,7 +69,7 @@ for variant in VARIANTS:
             st.dataframe(tables[variant], column_config=column_config(), key=f"table_{variant}")
         with narrow:
             st.html(compact_html(tables[variant]))
-            st.caption("KL and eval loss only, at this width: widen the window for every column.")
+            st.caption("Runs (seeds), KL and eval loss only, at this width: widen the window for every column.")
 
 st.download_button("Download metrics CSV (one row per run; units in the column names)", for_csv(frame).to_csv(index=False),
                    file_name="dualscale-runs.csv", mime="text/csv", icon=":material/download:")

@@ -64,10 +64,10 @@ def selection_panel(running: set[str]) -> None:
     st.markdown(f"**{cfg.dataset} · {cfg.variant} · seed {cfg.seed}** · {cfg.steps:,} steps, "
                 f"batch {cfg.batch_size}, {cfg.n_points:,} points · run id `{cfg.run_id}`")
     if cfg.run_id in running:
-        st.info("This configuration is training now: watch it below.")
+        st.info("This configuration is training now: watch it above.")  # runs in progress come first then
         return
     if cfg.run_id in registry.queued_ids():
-        st.info("This configuration is queued: it starts when a worker is free (see below).")
+        st.info("This configuration is queued: it starts when a worker is free (see above).")
         return
     try:
         run = common.store().find(cfg)
@@ -179,7 +179,7 @@ def queued_run(cfg) -> None:
         run_header(cfg.dataset, cfg.variant, cfg.seed, cfg.run_id, f"queued (at most {registry.jobs} at once)")
 
 
-def live_panel(running_at_start: frozenset) -> None:
+def live_panel(running_at_start: frozenset, with_recent: bool = True) -> None:
     active = registry.running()  # also starts queued runs when a worker is free
     queued = registry.queued()
     ids = {a["run_id"] for a in active} | {c.run_id for c in queued}
@@ -191,10 +191,15 @@ def live_panel(running_at_start: frozenset) -> None:
         queued_run(cfg)
     for run_id in [r for r in ss.watched if r not in ids]:
         outcome(registry.status(run_id))
-    st.subheader("Recent runs")
-    recent_runs()
+    if with_recent:
+        recent_section()
     if ids != running_at_start:
         st.rerun()  # a run started or ended: redraw the whole page (stored panel, polling)
+
+
+def recent_section() -> None:
+    st.subheader("Recent runs")
+    recent_runs()
 
 
 def recent_runs() -> None:
@@ -215,12 +220,22 @@ def recent_runs() -> None:
     st.markdown("\n".join(lines))
 
 
+def progress_section(running: frozenset, with_recent: bool = True) -> None:
+    st.subheader("Runs in progress")
+    # Poll only while something trains: an idle page costs nothing.
+    st.fragment(run_every=1.0 if running else None)(live_panel)(running, with_recent)
+
+
 st.title("Train")
 running = frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
-selection_panel(running)
-st.subheader("Runs in progress")
-# Poll only while something trains: an idle page costs nothing.
-st.fragment(run_every=1.0 if running else None)(live_panel)(running)
+if running:  # the live cards first: below a stored run's panel they were two screens down on a phone
+    progress_section(running, with_recent=False)
+    st.subheader("The sidebar's selection")
+    selection_panel(running)
+    st.fragment(run_every=1.0)(recent_section)()  # last, as when nothing trains
+else:
+    selection_panel(running)
+    progress_section(running)
 if ss.watched and not running and st.button("Clear finished runs"):
     ss.watched = []
     st.rerun()
