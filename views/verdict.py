@@ -131,7 +131,7 @@ choice = st.segmented_control("Comparison", list(labels), default=list(labels)[0
 a, b = labels[choice]
 shown = [c for c in mine if (c.a, c.b) == (a, b) and c.family != CONFIRMATORY]
 for d in dict.fromkeys(c.dataset for c in mine):
-    st.markdown(dataset_sentence(d, mine, a, b))
+    st.markdown(dataset_sentence(d, [c for c in mine if c.family != CONFIRMATORY], a, b))
 
 evidence(shown, a, b)
 if sel.settings == type(sel.settings)():
