@@ -77,8 +77,17 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
                   notes: dict[str, str] | None = None) -> go.Figure:
     """Generated points over the real data, one panel per entry; zoom in one, zoom all.
     stacked: the panels one above the other (a phone's width), each at most n_samples points.
-    notes: what an empty panel (None) says instead of "no run yet"."""
+    notes: what an empty panel (None) says instead of "no run yet".
+
+    Side by side: WebGL (Scattergl), 10,000 points per panel. Stacked: SVG (Scatter). In Chromium
+    without a GPU (headless, or a blocklisted GPU: software WebGL) the stacked figure's one WebGL
+    canvas, 1,080 px high and taller than a phone's screen, was shown only in part once scrolled
+    to inside Streamlit's scrolling main area: the lowest (adaptive) panel drew its axes (SVG) but
+    no points, though the canvas held them (measured at 390 x 844; the same figure on a plain
+    page drew). SVG points are drawn like the axes: 3 x (3,000 + 1,000) of them, ~0.4 s to draw.
+    """
     names = list(panels)
+    scatter = go.Scatter if stacked else go.Scattergl
     rows, cols = (len(names), 1) if stacked else (1, len(names))
     fig = make_subplots(rows=rows, cols=cols, subplot_titles=names, shared_xaxes="all",
                         shared_yaxes="all", horizontal_spacing=0.03, vertical_spacing=0.06)
@@ -91,12 +100,12 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
         else:
             color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
             shown = thin(pts, n_samples) if n_samples else pts
-            fig.add_trace(go.Scattergl(**_xy(shown), mode="markers", name=f"{name} samples",
-                                       marker={"size": 2.5, "color": color, "opacity": 0.5}),
+            fig.add_trace(scatter(**_xy(shown), mode="markers", name=f"{name} samples",
+                                  marker={"size": 2.5, "color": color, "opacity": 0.5}),
                           row=row, col=col)
-        fig.add_trace(go.Scattergl(**_xy(background), mode="markers", name="real data",  # on top
-                                   marker={"size": 2, "color": REAL_ON_TOP},
-                                   showlegend=i == 1, legendgroup="real", hoverinfo="skip"),
+        fig.add_trace(scatter(**_xy(background), mode="markers", name="real data",  # on top
+                              marker={"size": 2, "color": REAL_ON_TOP},
+                              showlegend=i == 1, legendgroup="real", hoverinfo="skip"),
                       row=row, col=col)
     _square_axes(fig, len(names), _limit(real, *[p for p in panels.values() if p is not None]))
     fig.update_layout(height=360 * len(names) if stacked else 420, margin={"l": 10, "r": 10, "t": 40, "b": 10},
