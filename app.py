@@ -103,7 +103,25 @@ def validated(values: dict) -> Selection:
     changed = list(changed_settings(values))
     if changed and not error:
         st.caption("Changed from the reference: " + ", ".join(changed))
+        for line in far_from_reference(values):
+            st.warning(line, icon=":material/warning:")
     return Selection(values["dataset"], values["variant"], int(values["seed"]), config, error)
+
+
+FAR = 1000  # a float setting this many times above or below the reference's is said, not silently taken
+
+
+def far_from_reference(values: dict) -> list[str]:
+    """One line per float setting three orders of magnitude or more from the reference's value
+    (lr=1e9 from an address is possible, but surely not meant)."""
+    out = []
+    for name in ADVANCED:
+        default, value = getattr(DEFAULTS, name), values.get(name)
+        if isinstance(default, float) and default > 0 and isinstance(value, (int, float)) and value > 0 \
+                and not default / FAR < value < default * FAR:
+            out.append(f"{FIELDS[name].metadata['label']} is {value:g}, {FAR:,}x or more from the reference's "
+                       f"{default:g}: a run with it will likely diverge or not move. Reset restores the reference.")
+    return out
 
 
 def dataset_label(d: str) -> str:

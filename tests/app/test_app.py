@@ -707,3 +707,18 @@ def test_impossible_schedule_and_precision_are_refused_before_start(store_root, 
     assert len(errors) == 1 and message in errors[0]
     page(at, "train")
     assert "Start training" not in [b.label for b in at.button]
+
+
+def test_a_setting_far_from_the_reference_is_said_not_taken_silently(store_root, monkeypatch):
+    """Issue 27: lr=1e9 in the address was taken without a word."""
+    monkeypatch.setenv("DUALSCALE_STORE", str(store_root))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    at.query_params["lr"] = "1e9"
+    ok(at.run())
+    assert at.session_state["selection"].config.lr == 1e9  # possible, so taken...
+    warnings = [w.value for w in at.sidebar.warning]
+    assert any(w.startswith("Learning rate (peak) is 1e+09, 1,000x or more from the reference's 0.0003") for w in warnings)
+    fresh = AppTest.from_file(str(ROOT / "app.py"), default_timeout=90)
+    fresh.query_params["lr"] = "0.001"
+    ok(fresh.run())
+    assert not [w.value for w in fresh.sidebar.warning]
