@@ -145,6 +145,8 @@ def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1
                 return
             except Exception as e:  # noqa: BLE001 - sorted below: a lost loky worker is retried
                 lost = _lost(e, cluster)
+                if lost is None and cluster not in (None, "local") and not _answers(cluster):
+                    lost = f"{e.__class__.__name__}, and the scheduler no longer answers"  # whatever the error said
                 if lost is None:
                     raise
                 if cluster is not None:
@@ -173,6 +175,15 @@ def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
             run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,
                              made=result["made"])
             yield config, run, False
+
+
+def _answers(cluster: str) -> bool:
+    """Whether a Dask scheduler answers at `cluster` now (a short, fresh connection)."""
+    try:
+        connect(cluster, timeout=5).close()
+        return True
+    except ValueError:
+        return False
 
 
 def _lost(e: BaseException, cluster: str | None) -> str | None:

@@ -14,7 +14,9 @@ TINY = dict(steps=120, n_points=2000, n_samples=500)
 
 
 def _fields(run):
-    made = {k for k in run.made if k != "stack"}  # a stacked run also says how many runs shared its step
+    # a stacked run also says how many runs shared its step; a single run the seconds of its own
+    # evaluation phases (a stack's phases are shared by its runs: estimates.py derives them)
+    made = {k for k in run.made if k not in ("stack", "phases")}
     return set(run.metrics), set(run._arrays("arrays.npz")), made, set(run.files)
 
 
