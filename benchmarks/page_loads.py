@@ -24,7 +24,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "app")]
 from test_browser import CHROMIUM, CHROMIUM_ARGS, free_port, wait_healthy  # noqa: E402
 
 # page path -> what says its main content is on screen
-PAGES = {"": "Does adaptive", "results": "Results", "train": "Train", "samples": "Samples", "alpha": "alpha(t)",
+PAGES = {"": "Does adaptive", "results": "Results", "runs": "Runs", "train": "Train", "samples": "Samples", "alpha": "alpha(t)",
          "schedules": "Noise schedules", "inside": "Inside the models", "data": "Your data"}
 BARE = 'import streamlit as st\nst.title("Bare")\nst.write("one line")\n'
 
