@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 
 from .config import TrainConfig
 
@@ -168,7 +169,10 @@ def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
     from .userdata import is_user_dataset, points_of
 
     data = {c.dataset: points_of(c.dataset) for c in configs if is_user_dataset(c.dataset)}
-    with _backend(cluster, min(jobs, len(configs))):
+    with _backend(cluster, min(jobs, len(configs))), warnings.catch_warnings():
+        # a sweep stopped by an error (a full disk) says so in one line of ours; joblib's note that
+        # it cancelled the tasks still in flight is not for the user
+        warnings.filterwarnings("ignore", message=r".*tasks which were still being processed", category=UserWarning)
         tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light, data.get(c.dataset)) for c in configs)
         for result in Parallel(return_as="generator_unordered")(tasks):
             config = TrainConfig.from_json(result["config"])

@@ -187,3 +187,23 @@ def test_rescore_check_names_the_known_dated_difference_of_old_oracle_starts():
     assert set(diffs) == {"kl_oracle_start"}  # every other metric recomputes exactly
     assert known_difference(run, "kl_oracle_start").startswith("known since 2026-11-28")
     assert known_difference(run, "kl_divergence") is None
+
+
+def test_a_sweep_stopped_by_a_full_disk_is_one_line_without_joblibs_warning(tmp_path, monkeypatch):
+    """Issue 26: a disk that fills mid-sweep leaked joblib's two-line "tasks ... cancelled" warning
+    beside our one line (reproduced on a 600 KB tmpfs; here the store's write fails the same way)."""
+    import errno
+    import warnings
+
+    from dualscale.sweeps import sweep
+
+    def full(self, *a, **k):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(Store, "save", full)
+    configs = [small_config("line", "baseline", s, steps=40, n_points=512, batch_size=64, n_samples=100)
+               for s in range(4)]
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(OSError, match="No space left"):
+        warnings.simplefilter("always")
+        list(sweep(configs, Store(tmp_path), "cpu", jobs=2))
+    assert not [w for w in caught if "tasks which were still being processed" in str(w.message)]
