@@ -7,6 +7,7 @@ import pytest
 from dualscale import PAPER_DATASETS, VARIANTS, Store, TrainConfig, kl_divergence, make_dataset
 from dualscale.paper import fidelity, metrics_frame
 from dualscale.stats import CONFIRM
+from support import ROOT
 
 REFERENCE = Path(__file__).resolve().parents[2] / "checkpoints"
 
@@ -145,6 +146,12 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
     assert lines[1].startswith("**The paper's own claim**, a learned alpha(t) against a fixed 0.5 on dino: ")
     assert (f"after {claim.n} seeds" in lines[1]) == (claim.decision == "undecided")
     assert lines[2] == "**circle, line and moons**: no practical difference (10 seeds each)."
+    fresh = {(f.a, f.b): f for f in verdict.family("confirmatory")}  # the fresh seeds' answer beside each
+    assert len(fresh) == 3
+    for (a, b), f in fresh.items():
+        assert f"in {f.wins} of {f.n}" in lines[1 if (a, b) == ("adaptive", "fixed") else 0], (a, b)
+    f = fresh["adaptive", "fixed"]
+    assert ("full budget" in lines[1]) == (f.decision == "undecided" and f.n >= CONFIRM.max_seeds)
     for c in verdict.comparisons:
         margin = METRICS[c.metric].margin
         inside = -margin <= c.cs_low and c.cs_high <= margin
@@ -159,13 +166,20 @@ def test_the_shipped_verdict_claims_nothing_the_runs_do_not_carry():
 
 def test_the_evidence_ships_light_small_and_recomputable():
     """checkpoints/evidence/: the seeds that settle the primary family (dino, seeds 10-67, made by
-    `settle` or its runs) and the confirmatory family (seeds 68 and up): light, within 15 MB, each with its eval loss per timestep and the
-    machine it ran on, every metric recomputable from the float16 samples (a rotating sample)."""
+    `settle` or its runs) and the confirmatory family (seeds 68 and up, complete at its budget of 100
+    fresh seeds): light, within 17 MB, each with its eval loss per timestep and the machine it ran on,
+    every metric recomputable from the float16 samples (a rotating sample); a seed's runs come from
+    one engine on one device, so every pair compares like with like."""
     from dualscale.metrics import METRICS
 
     evidence = [r for r in Store(REFERENCE).runs() if r.path.parent.name == "evidence"]
     assert evidence, "no evidence runs ship"
-    assert sum(p.stat().st_size for r in evidence for p in r.path.iterdir()) <= 15_000_000
+    assert sum(p.stat().st_size for r in evidence for p in r.path.iterdir()) <= 17_000_000
+    engines = {}
+    for run in evidence:
+        if run.config.seed >= CONFIRM.first_seed:
+            engines.setdefault(run.config.seed, set()).add((run.made["engine"]["name"], run.made["device"]))
+    assert all(len(e) == 1 for e in engines.values()), {s: e for s, e in engines.items() if len(e) > 1}
     for run in evidence:
         assert run.config == TrainConfig(dataset=run.config.dataset, variant=run.config.variant, seed=run.config.seed)
         assert run.config.seed >= 10 and run.light and run.made["samples"] == "float16"
@@ -193,3 +207,13 @@ def test_every_shipped_run_json_is_covered_by_its_manifest_or_its_digest():
             raw = run_json.read_bytes()
             assert "digest" in json.loads(raw) or manifest.get(run_json.parent.name) == hashlib.sha256(raw).hexdigest(), \
                 run_json
+
+
+def test_the_readme_and_docs_quote_what_the_shipped_runs_give():
+    """README's answer and docs/verdict.md's tables are remade from the shipped runs by
+    docs/refresh.py: a run added, removed or edited without them fails here, naming the block."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "docs/refresh.py", "--check"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
