@@ -6,7 +6,8 @@ server is up (cold) and again (warm), against a bare one-line Streamlit page tim
 For each repeat: a fresh `streamlit run app.py` on the store (a copy), then every page opened in a
 new headless Chromium tab twice; and a fresh server of a one-line page opened twice. Prints the
 median (min-max) seconds per page and its ratio to the bare page's median in the same run. The
-target (issue 20): every page within 2x the bare page, cold and warm.
+target (issue 20): every page within 2x the bare page, cold and warm. Beside it, the median time to
+the page's first plot (a Plotly chart or an SVG drawing) where the page draws one.
 """
 from __future__ import annotations
 
@@ -29,15 +30,28 @@ PAGES = {"": "Does adaptive", "results": "Results", "runs": "Runs", "train": "Tr
 BARE = 'import streamlit as st\nst.title("Bare")\nst.write("one line")\n'
 
 
-def load(browser, url: str, title: str) -> float:
+FIRST_PLOT = ".js-plotly-plot, [data-testid='stMarkdownContainer'] svg, [data-testid='stImage'] img"
+
+
+def load(browser, url: str, title: str) -> tuple[float, float | None]:
+    """(seconds to the title with no script running, seconds to the first plot or None if none)."""
     page = browser.new_page(viewport={"width": 1440, "height": 1000})
     t0 = time.perf_counter()
     page.goto(url)
-    page.locator("h1", has_text=title).wait_for(timeout=120_000)
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=120_000)
+    first_plot = None
+    heading, plots = page.locator("h1", has_text=title), page.locator(FIRST_PLOT)
+    running = page.locator('[data-testid="stStatusWidget"]')
+    while time.perf_counter() - t0 < 120:
+        if first_plot is None and plots.count():
+            first_plot = time.perf_counter() - t0
+        if heading.count() and not running.count():
+            break
+        time.sleep(0.05)
+    else:
+        raise TimeoutError(f"{url}: no {title!r} within 120 s")
     dt = time.perf_counter() - t0
     page.close()
-    return dt
+    return dt, first_plot
 
 
 def serve(cmd, cwd, env_store=None):
@@ -61,6 +75,7 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     a = ap.parse_args()
     times: dict[str, list[float]] = {}
+    plots: dict[str, list[float]] = {}  # seconds to the first plot, pages that draw one
     tmp = Path(tempfile.mkdtemp(prefix="dualscale-loads-"))
     shutil.copytree(a.store, tmp / "store", ignore=shutil.ignore_patterns("locks", "progress", "cache"),
                     symlinks=True)
@@ -70,23 +85,27 @@ def main() -> None:
         for _ in range(a.repeats):
             proc, url = serve([sys.executable, "-m", "streamlit", "run", "bare.py"], tmp)
             for kind in ("cold", "warm"):
-                times.setdefault(f"bare ({kind})", []).append(load(browser, url, "Bare"))
+                times.setdefault(f"bare ({kind})", []).append(load(browser, url, "Bare")[0])
             proc.terminate()
             proc.wait()
             for path, title in PAGES.items():  # each page the first after a fresh server: cold
                 proc, url = serve([sys.executable, "-m", "streamlit", "run", "app.py"], ROOT, tmp / "store")
                 for kind in ("cold", "warm"):
-                    times.setdefault(f"/{path} ({kind})", []).append(load(browser, f"{url}/{path}", title))
+                    done, plot = load(browser, f"{url}/{path}", title)
+                    times.setdefault(f"/{path} ({kind})", []).append(done)
+                    if plot is not None:
+                        plots.setdefault(f"/{path} ({kind})", []).append(plot)
                 proc.terminate()
                 proc.wait()
         browser.close()
     shutil.rmtree(tmp, ignore_errors=True)
     bare = {k: statistics.median(times[f"bare ({k})"]) for k in ("cold", "warm")}
-    print(f"median of {a.repeats} (min-max), seconds from navigation to the page's title with no script running")
+    print(f"median of {a.repeats} (min-max), seconds from navigation to the page's title with no script running (and to its first plot)")
     for name, xs in times.items():
         kind = "cold" if "(cold)" in name else "warm"
         m = statistics.median(xs)
-        print(f"  {name:22s} {m:6.2f} ({min(xs):.2f}-{max(xs):.2f})  x{m / bare[kind]:.2f} of the bare page")
+        plot = (f"; first plot {statistics.median(plots[name]):.2f} s" if name in plots else "")
+        print(f"  {name:22s} {m:6.2f} ({min(xs):.2f}-{max(xs):.2f})  x{m / bare[kind]:.2f} of the bare page{plot}")
 
 
 if __name__ == "__main__":

@@ -5,7 +5,8 @@
 Prints medians (and min-max) of: ms per training step at batch 256 for each variant (with
 batch drawing, clipping, AdamW, EMA: the real loop), sampling 10,000 points x 100 steps, the
 eval-loss pass over 100,000 points, and the GFLOP/s of bare matmuls of the model's shapes, so
-the ratio says how much of a step is arithmetic and how much is overhead. FLOP counts are the
+the ratio says how much of a step is arithmetic and how much is overhead. Against the reference
+loop timed in the same run: benchmarks/reference_loop.py. FLOP counts are the
 reference's (one baseline step 0.45 GFLOP, one adaptive step 0.97 GFLOP, forward + backward).
 """
 from __future__ import annotations
@@ -26,8 +27,6 @@ from dualscale.system import synchronize  # noqa: E402
 from dualscale.train import fit, train  # noqa: E402
 
 GFLOP_PER_STEP = {"baseline": 0.45, "fixed": 0.97, "adaptive": 0.97}  # reference.md
-REFERENCE_MS = {"baseline": 11.7, "adaptive": 19.5}  # the reference code, same machine kind
-REFERENCE_SAMPLE_S = {"baseline": 10.3, "adaptive": 19.0}
 
 
 def med(xs):
@@ -113,10 +112,9 @@ def main() -> None:
         ms = step_ms(variant, a.device, a.block, a.repeats)
         m = statistics.median(ms)
         rate = GFLOP_PER_STEP[variant] / m * 1000
-        ref = REFERENCE_MS.get(variant, REFERENCE_MS["adaptive"])
         matmul = bare["baseline" if variant == "baseline" else "dual"]
         print(f"train {variant:8s} ms/step {med(ms)}  = {rate:6.1f} GFLOP/s ({rate / matmul:.0%} of the bare"
-              f" matmul rate)  vs reference {ref} ms: {ref / m:.2f}x")
+              f" matmul rate)")
     for precision in a.precision:
         fp32 = statistics.median(step_ms("adaptive", a.device, a.block, a.repeats))
         ms = step_ms("adaptive", a.device, a.block, a.repeats, precision)
@@ -125,8 +123,7 @@ def main() -> None:
     for variant in ("baseline", "adaptive"):
         done = trained_state(variant, a.device)
         s = sampling_s(done, max(2, a.repeats // 2))
-        ref = REFERENCE_SAMPLE_S[variant]
-        print(f"sample {variant:8s} 10k x 100 s {med(s)}  vs reference {ref} s: {ref / statistics.median(s):.2f}x")
+        print(f"sample {variant:8s} 10k x 100 s {med(s)}")
         print(f"eval-loss {variant:8s} 100k pts s {med(eval_s(done, max(2, a.repeats // 2), a.device))}")
 
 
