@@ -21,11 +21,15 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import events
 from .config import TrainConfig
+
+if TYPE_CHECKING:  # annotations only: the store never imports torch itself
+    import torch
 
 FORMAT = "dualscale-run/1"
 CACHE_FORMAT = "dualscale-cache/1"

@@ -164,7 +164,7 @@ def test_results_never_pools_runs_of_other_settings(app):
     page(app, "results")
     assert not app.toggle  # no switch that would average 150-step runs with 10,000-step ones
     use_small_settings(app, steps=151)
-    assert f"0 runs with the sidebar's training settings (steps 151, " in texts(app.caption)
+    assert "0 runs with the sidebar's training settings (steps 151, " in texts(app.caption)
 
 
 # ------------------------------------------------------------------------------- Verdict

@@ -1,14 +1,13 @@
 """The shape of the library: one home per idea, generated flags and widgets, no import cycle."""
 import ast
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from dualscale import METRICS, Store, TrainConfig
-from dualscale.config import bounds_text, fields, training_settings
+from dualscale.config import bounds_text, fields
 from dualscale.events import Progress
 from dualscale.metrics import Metric, sample_metrics
 from dualscale.paper import PAPER_METRICS, for_csv, metrics_frame, table
