@@ -275,11 +275,11 @@ def run_sweep(configs, store: Store, a, jobs: int, bar=None) -> None:
     own = bar is None
     with (tqdm(total=len(configs), desc=f"{len(configs)} runs, {where}", unit="run", file=sys.stderr,
                dynamic_ncols=True) if own else contextlib.nullcontext(bar)) as bar:
-        for config, run, cached in sweep(configs, store, a.device, jobs, a.cluster, a.half, getattr(a, "force", False),
-                                         threads, a.light):
-            m = run.metrics
+        by_id = {c.run_id: c for c in configs}
+        for m in sweep(configs, store, a.device, jobs, a.cluster, a.half, getattr(a, "force", False), threads, a.light):
+            config, cached = by_id[m["run_id"]], m["cached"]
             if not cached:
-                STORED.append(run.id)
+                STORED.append(m["run_id"])
             tqdm.write(f"done {config.dataset}/{config.variant}/s{config.seed}: loss {m['eval_loss']:.4f} "
                        f"KL {kl.format(m['kl_divergence'])}{' (stored)' if cached else ''}", file=sys.stderr)
             bar.update(1)
@@ -302,22 +302,22 @@ def run_stacked(configs, store: Store, a, device, runs_bar=None) -> None:
     with (tqdm(total=sum(s[0].steps for s in stacks), desc=f"{len(todo)} runs in {len(stacks)} stack(s)",
                unit="step", file=sys.stderr, dynamic_ncols=True) if runs_bar is None
           else contextlib.nullcontext()) as bar:
-        offset, timings = 0, {}
+        offset, timings, by_id = 0, {}, {c.run_id: c for c in todo}
         for event in run_stacks(todo, store, device, a.half, a.light, command, jobs=a.jobs, timings=timings):
-            if event[0] == "step":
-                _, done, total = event
+            if event["event"] == events.PROGRESS:
+                done, total = event["step"], event["total"]
                 if bar is not None:
                     bar.update(offset + done - bar.n)
                     if done == total:
                         offset += total
                         bar.set_postfix_str("evaluating")
             else:
-                _, c, run = event
-                STORED.append(run.id)
+                c = by_id[event["run_id"]]
+                STORED.append(event["run_id"])
                 if runs_bar is not None:
                     runs_bar.update(1)
-                tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {run.metrics['eval_loss']:.4f} "
-                           f"KL {kl.format(run.metrics['kl_divergence'])}", file=sys.stderr)
+                tqdm.write(f"done {c.dataset}/{c.variant}/s{c.seed}: loss {event['eval_loss']:.4f} "
+                           f"KL {kl.format(event['kl_divergence'])}", file=sys.stderr)
     if todo:  # where the time went (the GPU's figures: benchmarks/results)
         wall = time.perf_counter() - STARTED
         parts = ", ".join(f"{k} {v:.1f}" for k, v in timings.items())

@@ -109,42 +109,45 @@ class NoiseSchedule(nn.Module):
 @torch.inference_mode()
 def sample(model: nn.Module, schedule: NoiseSchedule, n: int, g: torch.Generator,
            keep: int = 0, chunk: int | None = None, start: torch.Tensor | None = None):
-    """Reverse process from N(0, I) through t = T-1..0 (Ho et al. Algorithm 2).
-
-    start: (n, 2) points to start from instead of N(0, I) draws (the oracle start q(x_T)).
-
-    `model` is a Denoiser (eps_hat = model(x, t, tables)). On a CPU the points go through in
-    chunks of SAMPLE_CHUNK, each chunk all the way from noise to data, so a step's activations
-    stay in cache; on a GPU as one batch.
+    """Reverse process of one Denoiser (eps_hat = model(x, t, tables)) from N(0, I), or from
+    `start` (n, 2) (the oracle start q(x_T)): sample_rows with one row.
     Returns (points (n, 2) float32, alpha (T,) or None, trajectory (T+1, keep, 2) or None).
     """
-    model.eval()
     device = schedule.betas.device
-    chunk = chunk or (n if device.type == "cuda" else SAMPLE_CHUNK)
-    keep = min(keep, n)
     start = torch.randn(n, 2, generator=g, device=device) if start is None else start  # (n, 2)
     tables = model.tables()  # what depends on t alone: once, not at each of chunks x T forwards
-    out, frames = [], []  # frames: per chunk holding some of the first `keep` points, (T+1, m, 2)
-    for i, x in enumerate(start.split(chunk)):
-        here = min(len(x), keep - i * chunk)  # how many of this chunk's points the trajectory keeps
-        frames_here = [] if here > 0 else None
-        out.append(_reverse(model, schedule, tables, x, g, frames_here, here))
-        if here > 0:
-            frames.append(torch.stack(frames_here))
-    model.train()
+    points, traj = sample_rows(lambda x, t: model(x[0], t, tables)[None], schedule, start[None], [g], keep, chunk)
     alpha = tables[1]  # depends on t alone: the batch mean at t is alpha(t) itself
-    traj = torch.cat(frames, 1).cpu().numpy() if keep else None
-    return torch.cat(out).cpu().numpy(), None if alpha is None else alpha.float().cpu().numpy(), traj
+    return points[0], None if alpha is None else alpha.float().cpu().numpy(), None if traj is None else traj[:, 0]
 
 
-def _reverse(model, schedule, tables, x, g, frames, keep):
-    """Denoise one chunk from t = T-1 to 0, appending x[:keep] at each step to `frames`."""
-    if frames is not None:
-        frames.append(x[:keep].clone())
-    for t in range(schedule.timesteps - 1, -1, -1):
-        eps_hat = model(x, t, tables).float()  # one t for the whole chunk; float: bf16 autocast stays inside the net
-        noise = torch.randn(x.shape, generator=g, device=x.device) if t > 0 else None
-        x = schedule.step(eps_hat, t, x, noise)
-        if frames is not None:
-            frames.append(x[:keep].clone())
-    return x
+@torch.inference_mode()
+def sample_rows(forward, schedule: NoiseSchedule, start: torch.Tensor, gens: list, keep: int = 0,
+                chunk: int | None = None):
+    """Reverse process (Ho et al. Algorithm 2) of R runs from start (R, n, 2) through t = T-1..0.
+
+    forward(x (R, m, 2), t int) -> each run's eps_hat (or v_hat), (R, m, 2); gens: each run's
+    generator, the noise of step t drawn from it. On a CPU the points go through in chunks of
+    SAMPLE_CHUNK, each chunk all the way from noise to data, so a step's activations stay in
+    cache; on a GPU as one batch. keep: how many of the first points the trajectory follows.
+    Returns (points (R, n, 2) float32 numpy, trajectory (T+1, R, keep, 2) numpy or None).
+    """
+    device = start.device
+    n = start.shape[1]
+    chunk = chunk or (n if device.type == "cuda" else SAMPLE_CHUNK)
+    keep = min(keep, n)
+    out, frames = [], []  # frames: per chunk holding some of the first `keep` points, (T+1, R, m, 2)
+    for i, x in enumerate(start.split(chunk, dim=1)):
+        here = min(x.shape[1], keep - i * chunk)  # how many of this chunk's points the trajectory keeps
+        fr = [x[:, :here].clone()] if here > 0 else None
+        for t in range(schedule.timesteps - 1, -1, -1):
+            eps_hat = forward(x, t).float()  # one t for the whole chunk; float: bf16 autocast stays inside the net
+            noise = torch.stack([torch.randn(x.shape[1:], generator=g, device=device) for g in gens]) if t > 0 else None
+            x = schedule.step(eps_hat, t, x, noise)
+            if fr is not None:
+                fr.append(x[:, :here].clone())
+        out.append(x)
+        if fr is not None:
+            frames.append(torch.stack(fr))
+    traj = torch.cat(frames, 2).cpu().numpy() if keep else None
+    return torch.cat(out, 1).cpu().numpy(), traj

@@ -1,5 +1,7 @@
-"""The paper's evaluation of a trained run: eval loss, sampling, inference time and the sample
-metrics of the registry (metrics.py)."""
+"""The engine's evaluation half: the paper's evaluation of trained runs, every run of a group in
+the same kernels (a single run is one row): eval loss, eval loss per timestep, sampling, inference
+time, sampling from the oracle start, and the sample metrics of the registry (metrics.py).
+"""
 from __future__ import annotations
 
 import time
@@ -8,11 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .diffusion import NoiseSchedule, sample
+from .diffusion import NoiseSchedule, sample_rows
 from .metrics import run_scores
-from .models import Denoiser
 from .system import arithmetic, synchronize
-from .train import Trained
+from .train import Runs, rows_forward
 
 EVAL_BATCH = 256     # the reference's batches: the loss is the mean of per-batch means
 EVAL_CHUNK = 4       # batches evaluated per forward pass (same math; 1,024 points stay in cache)
@@ -23,32 +24,33 @@ BY_T_SEED = 1234     # ... drawn (points and noise) from this seed on the CPU: t
 
 @dataclass
 class Evaluation:
+    """One run's evaluation."""
     eval_loss: float
     eval_loss_by_t: np.ndarray  # (T,) MSE per timestep on the fixed evaluation set
     inference_time: float
-    scores: dict             # the sample metrics, kl_oracle_start and start_mismatch (metrics.run_scores)
+    scores: dict             # the sample metrics, kl_oracle_start and start_mismatch (metrics.run_scores); {} unscored
     samples: np.ndarray      # (n_samples, 2) float32
-    alpha: np.ndarray | None  # (T,) mean alpha over the batch at each t; None for the baseline
-    trajectory: np.ndarray   # (T + 1, P, 2) float16, the first P points through the reverse process
+    oracle: np.ndarray       # (n_samples, 2) float32: the samples from the oracle start q(x_T)
+    alpha: np.ndarray | None  # (T,) alpha(t) of the EMA model; None for the baseline
+    trajectory: np.ndarray | None  # (T + 1, P, 2) float16, the first P points through the reverse process
 
 
 @torch.inference_mode()
-def eval_loss(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, g: torch.Generator) -> float:
-    """One pass over all points with fresh t and eps, mean of the per-batch (256) MSEs of the
-    network's target (eps, or v under v-prediction: then not comparable with eps runs)."""
-    model.eval()
-    tables = model.tables()  # what depends on t alone, once for the whole pass
+def eval_losses(forward, schedule: NoiseSchedule, data: torch.Tensor, gens: list) -> np.ndarray:
+    """Each run's eval loss, (R,): one pass over its points (data (R, n, 2)) with fresh t and eps from
+    its generator, the mean of the per-batch (256) MSEs of the network's target (eps, or v under
+    v-prediction: then not comparable with eps runs). forward: as Runs.forward."""
     per_sample = []
-    for x0 in data.split(EVAL_BATCH * EVAL_CHUNK):
-        t = torch.randint(0, schedule.timesteps, (len(x0),), generator=g, device=data.device)
-        eps = torch.randn(len(x0), 2, generator=g, device=data.device)
-        out = model(schedule.add_noise(x0, eps, t), t, tables).float()
-        per_sample.append((out - schedule.target(x0, eps, t)).pow(2).mean(1))  # (chunk,)
-    se = torch.cat(per_sample).double().cpu().numpy()
-    starts = np.arange(0, len(se), EVAL_BATCH)
-    batch_means = np.add.reduceat(se, starts) / np.diff(np.append(starts, len(se)))
-    model.train()
-    return float(batch_means.mean())
+    for x0 in data.split(EVAL_BATCH * EVAL_CHUNK, dim=1):  # (R, chunk, 2)
+        n = x0.shape[1]
+        t = torch.stack([torch.randint(0, schedule.timesteps, (n,), generator=g, device=data.device) for g in gens])
+        eps = torch.stack([torch.randn(n, 2, generator=g, device=data.device) for g in gens])
+        out = forward(schedule.add_noise(x0, eps, t), t).float()
+        per_sample.append((out - schedule.target(x0, eps, t)).pow(2).mean(2))  # (R, chunk)
+    se = torch.cat(per_sample, 1).double().cpu().numpy()  # (R, n)
+    starts = np.arange(0, se.shape[1], EVAL_BATCH)
+    means = np.add.reduceat(se, starts, axis=1) / np.diff(np.append(starts, se.shape[1]))
+    return means.mean(1)
 
 
 def fixed_eval_set(data: torch.Tensor, timesteps: int, n: int = BY_T_POINTS) -> tuple[torch.Tensor, torch.Tensor]:
@@ -62,19 +64,22 @@ def fixed_eval_set(data: torch.Tensor, timesteps: int, n: int = BY_T_POINTS) -> 
 
 
 @torch.inference_mode()
-def eval_loss_by_t(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor) -> np.ndarray:
-    """The network's MSE at each timestep t = 0..T-1 on the fixed evaluation set, (T,) float64.
+def eval_losses_by_t(forward, schedule: NoiseSchedule, data: torch.Tensor) -> np.ndarray:
+    """Each run's MSE at each timestep t = 0..T-1 on the fixed evaluation set, (R, T) float64.
     Their mean estimates the eval loss (t uniform) on far fewer points; differences between runs
     show at which noise levels a variant wins."""
-    model.eval()
     idx, eps = fixed_eval_set(data, schedule.timesteps)
-    x0, tables, out = data[idx], model.tables(), []
+    x0, out = data[:, idx], []  # (R, n, 2)
     for t in range(schedule.timesteps):
-        tt = torch.full((len(x0),), t, device=data.device)
-        pred = model(schedule.add_noise(x0, eps[t], tt), t, tables).float()
-        out.append((pred - schedule.target(x0, eps[t], tt)).pow(2).mean())
-    model.train()
-    return torch.stack(out).double().cpu().numpy()
+        tt = torch.full(x0.shape[:2], t, device=x0.device)
+        pred = forward(schedule.add_noise(x0, eps[t].expand_as(x0), tt), t).float()
+        out.append((pred - schedule.target(x0, eps[t].expand_as(x0), tt)).pow(2).mean((1, 2)))  # (R,)
+    return torch.stack(out, 1).double().cpu().numpy()
+
+
+def eval_loss_by_t(model, schedule: NoiseSchedule, data: torch.Tensor) -> np.ndarray:
+    """eval_losses_by_t of one model (a stored run's), data (n, 2): (T,)."""
+    return eval_losses_by_t(rows_forward([model]), schedule, data[None])[0]
 
 
 def oracle_seed(seed: int) -> int:
@@ -89,46 +94,63 @@ def oracle_generator(seed: int, device) -> torch.Generator:
     return torch.Generator(device=device).manual_seed(oracle_seed(seed))
 
 
-def oracle_start(schedule: NoiseSchedule, data: torch.Tensor, n: int, g: torch.Generator) -> torch.Tensor:
-    """n draws of q(x_T): data points (drawn with replacement) noised to the last step, (n, 2)."""
-    idx = torch.randint(0, len(data), (n,), generator=g, device=data.device)
-    eps = torch.randn(n, 2, generator=g, device=data.device)
-    return schedule.start(data[idx], eps)
+def oracle_starts(schedule: NoiseSchedule, data: torch.Tensor, n: int, gens: list) -> torch.Tensor:
+    """n draws of q(x_T) per run, from its oracle generator: its data points (data (R, m, 2), drawn
+    with replacement) noised to the last step, (R, n, 2)."""
+    starts = []
+    for points, g in zip(data, gens):
+        idx = torch.randint(0, len(points), (n,), generator=g, device=data.device)
+        eps = torch.randn(n, 2, generator=g, device=data.device)
+        starts.append(schedule.start(points[idx], eps))
+    return torch.stack(starts)
 
 
-def oracle_samples(model: Denoiser, schedule: NoiseSchedule, data: torch.Tensor, n: int, g: torch.Generator):
-    """The model's samples when the reverse process starts from q(x_T) instead of N(0, I), (n, 2)."""
-    return sample(model, schedule, n, g, start=oracle_start(schedule, data, n, g))[0]
+def oracle_samples(model, schedule: NoiseSchedule, data: torch.Tensor, n: int, g: torch.Generator) -> np.ndarray:
+    """One model's samples when the reverse process starts from q(x_T) instead of N(0, I), (n, 2)."""
+    tables = model.tables()
+    start = oracle_starts(schedule, data[None], n, [g])
+    return sample_rows(lambda x, t: model(x[0], t, tables)[None], schedule, start, [g])[0][0]
 
 
-def evaluate(trained: Trained, config, light: bool = False):
-    """Every metric of the registry for one trained run, plus what the dashboard draws.
+def evaluate(runs: Runs, light: bool = False, keep: int = TRAJECTORY_POINTS, score: bool = True):
+    """Every metric of the registry for each run of a group, plus what the dashboard draws.
 
-    A generator like train(): yields the name of each phase (events.PHASES) as it begins and
-    returns the Evaluation: `ev = yield from evaluate(...)`. light: the samples are scored as a
-    light run stores them (float16).
+    A generator: yields the name of each phase (events.PHASES) as it begins and returns one
+    Evaluation per run: `evs = yield from evaluate(...)`. The eval losses come from the online
+    weights, the samples from the EMA weights; each run's draws go on from its generator. The
+    inference time is the group's sampling wall time divided by its runs. light: the samples are
+    scored as a light run stores them (float16). score=False leaves the scores to the caller
+    (a stacked sweep scores on every CPU core while the GPU evaluates the next group).
     """
     from .record import stored_samples
 
-    n_samples = config.n_samples
-    device = trained.data.device
+    c, s, dev, r = runs.configs[0], runs.schedule, runs.device, len(runs.configs)
+    n = c.n_samples
     yield "eval loss"
-    with arithmetic(trained.precision, device):
-        loss = eval_loss(trained.model, trained.schedule, trained.data, trained.generator)
-        by_t = eval_loss_by_t(trained.model, trained.schedule, trained.data)
+    with arithmetic(c.compute_precision, dev):
+        online = runs.forward("online")
+        losses = eval_losses(online, s, runs.data, runs.gens)
+        by_t = eval_losses_by_t(online, s, runs.data)
     yield "sampling"
-    synchronize(device)
+    synchronize(dev)
     start = time.perf_counter()
-    with arithmetic(trained.precision, device):
-        samples, alpha, traj = sample(trained.ema, trained.schedule, n_samples, trained.generator,
-                                      keep=min(TRAJECTORY_POINTS, n_samples))
-    synchronize(device)
-    inference_time = time.perf_counter() - start
+    with arithmetic(c.compute_precision, dev):
+        ema = runs.forward("ema")
+        noise = torch.stack([torch.randn(n, 2, generator=g, device=dev) for g in runs.gens])  # (R, n, 2)
+        samples, traj = sample_rows(ema, s, noise, runs.gens, keep=min(keep, n))
+    synchronize(dev)
+    inference_time = (time.perf_counter() - start) / r
     yield "oracle sampling"
-    with arithmetic(trained.precision, device):
-        oracle = oracle_samples(trained.ema, trained.schedule, trained.data, n_samples,
-                                oracle_generator(config.seed, device))
+    with arithmetic(c.compute_precision, dev):
+        gens = [oracle_generator(cfg.seed, dev) for cfg in runs.configs]
+        oracle, _ = sample_rows(ema, s, oracle_starts(s, runs.data, n, gens), gens)
     yield "metrics"
-    scores = run_scores(trained.data.cpu().numpy(), stored_samples(samples, light), oracle,
-                        float(trained.schedule.alphas_cumprod[-1]))
-    return Evaluation(loss, by_t, inference_time, scores, samples.astype(np.float32), alpha, traj.astype(np.float16))
+    out = []
+    for i, cfg in enumerate(runs.configs):
+        alpha = runs.emas[i].alpha_table()
+        scores = run_scores(runs.data[i].cpu().numpy(), stored_samples(samples[i], light), oracle[i],
+                            float(s.alphas_cumprod[-1])) if score else {}
+        out.append(Evaluation(float(losses[i]), by_t[i], inference_time, scores, samples[i].astype(np.float32),
+                              oracle[i].astype(np.float32), None if alpha is None else alpha.detach().float().cpu().numpy(),
+                              None if traj is None else traj[:, i].astype(np.float16)))
+    return out

@@ -1,8 +1,9 @@
-"""What a run reports while it goes: the event names and the training loop's Progress.
+"""What runs report while they go: one kind of event, a plain dict {"event": NAME, ...} named here.
 
-`train()` yields Progress; `runs.run_config` turns each into a plain dict {"event": PROGRESS, ...}
-and adds the others; the store keeps them as JSON lines (one file per run) and every viewer (the
-CLI's bar, the sweep's bar, the dashboard) reads the same names from here.
+`train()` yields Progress, whose to_event() is the PROGRESS dict; a single run (`runs.run_config`)
+adds the evaluation's phases and DONE, a sweep (`sweeps.sweep`, `stack_sweep.run_stacks`) yields
+PROGRESS (stacked) and a DONE per stored run. The store keeps a run's events as JSON lines (one
+file per run) and every viewer (the CLI's bars, the dashboard) reads the same names from here.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ SCHEMA = {STARTED: {"time": _NUMBER, "pid": int},
           PROGRESS: {"step": int, "total": int, "loss": _NUMBER, "lr": _NUMBER, "elapsed": _NUMBER},
           EVALUATING: {}, PHASE: {"name": str, "index": int, "of": int},
           DONE: {"run_id": str, "path": str}, FAILED: {"error": str}, CANCELLED: {}}
+
+
+def done_event(run, cached: bool) -> dict:
+    """DONE for a stored run (a store.Run): its id, whether it was stored before, its folder, its metrics."""
+    return {"event": DONE, "run_id": run.id, "cached": cached, "path": str(run.path), **run.metrics}
 
 
 def well_formed(event) -> bool:

@@ -17,19 +17,12 @@ import numpy as np
 import torch
 
 from . import events
-from .events import Cancelled  # noqa: F401  (re-exported: run_config's callers catch it)
+from .events import Cancelled, done_event  # noqa: F401  (Cancelled re-exported: run_config's callers catch it)
 from .config import TrainConfig, changed_settings
 from .evaluate import evaluate
 from .store import Run, Store
 from .system import resolve_device
 from .train import train
-
-def round_to_half(model: torch.nn.Module) -> None:
-    """Round weights through float16, so metrics describe exactly what a half-precision store keeps."""
-    with torch.no_grad():
-        for p in model.parameters():
-            p.copy_(p.half().float())
-
 
 def run_config(config: TrainConfig, store: Store, device: str = "auto", force: bool = False,
                previews: int = 0, half: bool = False, every: int | None = None, light: bool = False):
@@ -62,7 +55,7 @@ def _train_and_store(config, store, dev, previews, half, every, light):
         store.append_progress(config.run_id, event)
         return event
 
-    trained = yield from events.relay(train(config, dev, every=every, previews=previews), progress)
+    runs = (yield from events.relay(train(config, dev, every=every, previews=previews), progress))[0]
     store.append_progress(config.run_id, {"event": events.EVALUATING, "time": time.time()})
     yield {"event": events.EVALUATING}
     starts: dict[str, float] = {}  # each phase's start: its seconds go into the run's record (estimates.py)
@@ -71,31 +64,32 @@ def _train_and_store(config, store, dev, previews, half, every, light):
         starts[name] = time.perf_counter()
         return _phase(store, config, name)
 
-    ev = yield from events.relay(evaluated(trained, config, half, light), phase)
+    ev = yield from events.relay(evaluated(runs, half, light), phase)
     yield phase("saving")
-    rec = single_record(config, trained, ev, dev, half, light)
+    rec = single_record(runs, ev, dev, half, light)
     marks = [*starts.values()]
     rec.made["phases"] = {name: marks[i + 1] - t for i, (name, t) in enumerate(starts.items()) if i + 1 < len(marks)}
-    return store.save(config, rec.weights, rec.metrics, rec.arrays, half=half, made=rec.made)
+    return store.save(config, rec, half=half)
 
 
-def evaluated(trained, config: TrainConfig, half: bool, light: bool = False):
-    """Weights rounded through float16 if `half`, then evaluate(): yields the phase names, returns the Evaluation."""
+def evaluated(runs, half: bool, light: bool = False):
+    """A one-run Runs' weights rounded through float16 if `half`, then evaluate(): yields the phase
+    names, returns the run's Evaluation."""
     if half:
-        round_to_half(trained.model)
-        round_to_half(trained.ema)
-    return (yield from evaluate(trained, config, light))
+        runs.round_to_half()
+    return (yield from evaluate(runs, light))[0]
 
 
-def single_record(config: TrainConfig, trained, ev, dev, half: bool, light: bool = False):
-    """record.record() of a single run: what the store keeps of it."""
+def single_record(runs, ev, dev, half: bool, light: bool = False):
+    """record.record() of a one-run Runs: what the store keeps of it."""
     from .record import record
 
+    config = runs.configs[0]
     made = made_record(dev, half, remake_command(config, dev.type, half, light))
-    weights = {"online": trained.model.state_dict(), "ema": trained.ema.state_dict()}
-    return record(config, training_time=trained.training_time, eval_loss=ev.eval_loss, eval_loss_by_t=ev.eval_loss_by_t,
+    return record(config, training_time=runs.training_time, eval_loss=ev.eval_loss, eval_loss_by_t=ev.eval_loss_by_t,
                   inference_time=ev.inference_time, scores=ev.scores, samples=ev.samples, alpha=ev.alpha,
-                  losses=trained.losses, trajectory=ev.trajectory, weights=weights, made=made, light=light)
+                  losses=runs.losses[0].cpu().numpy(), trajectory=ev.trajectory, weights=runs.weights(0),
+                  made=made, light=light)
 
 
 def made_record(device, half: bool, command: str, engine: str = "single") -> dict:
@@ -108,7 +102,7 @@ def made_record(device, half: bool, command: str, engine: str = "single") -> dic
             "command": command, "machine": machine(device), "engine": {"name": engine, "code": engine_code()}}
 
 
-NUMERIC_CODE = ("config", "data", "diffusion", "schedules", "models", "train", "evaluate", "metrics", "stack")
+NUMERIC_CODE = ("config", "data", "diffusion", "schedules", "models", "train", "evaluate", "metrics")
 
 
 @functools.cache
@@ -233,10 +227,6 @@ def made_of(run: Run) -> dict:
         made.setdefault(key, run.metrics.get(key))
     made.setdefault("command", remake_command(run.config, str(made["device"] or "cpu").split(":")[0], made["half"]))
     return made
-
-
-def done_event(run: Run, cached: bool) -> dict:
-    return {"event": events.DONE, "run_id": run.id, "cached": cached, "path": str(run.path), **run.metrics}
 
 
 engine_code()  # now, beside the imports it describes (an edit on disk later does not change this process)

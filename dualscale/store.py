@@ -31,6 +31,8 @@ from .config import TrainConfig
 if TYPE_CHECKING:  # annotations only: the store never imports torch itself
     import torch
 
+    from .record import Record
+
 FORMAT = "dualscale-run/1"
 CACHE_FORMAT = "dualscale-cache/1"
 FILES = ("weights.npz", "arrays.npz")
@@ -279,13 +281,13 @@ class Store:
         shutil.rmtree(stray, ignore_errors=True)
         return out + [f"removed {stray.name}"]
 
-    def save(self, config: TrainConfig, weights: dict[str, dict[str, "torch.Tensor"]] | None, metrics: dict,
-             arrays: dict[str, np.ndarray], half: bool = False, made: dict | None = None,
-             created: float | None = None, root: Path | None = None) -> Run:
-        """Write a finished run atomically; replaces a stored run of the same config.
+    def save(self, config: TrainConfig, rec: "Record", half: bool = False, created: float | None = None,
+             root: Path | None = None) -> Run:
+        """Write a finished run, its record.Record whole, atomically; replaces a stored run of the same config.
 
-        weights None: a light run (arrays.npz only). root: another folder of this store (reference/).
+        rec.weights None: a light run (arrays.npz only). root: another folder of this store (reference/).
         """
+        weights, metrics, arrays, made = rec.weights, rec.metrics, rec.arrays, rec.made
         root = self.root if root is None else Path(root)
         self.check_writable()
         root.mkdir(parents=True, exist_ok=True)
@@ -345,11 +347,10 @@ class Store:
     def save_light(self, run: Run, root: Path | None = None, made: dict | None = None) -> Run:
         """A light copy of `run` (record.lighten: its arrays without the trajectory, the loss history
         as block means; the samples as stored, which its metrics were computed from) under root."""
-        from .record import lighten
+        from .record import Record, lighten
 
-        arrays = lighten(run._arrays("arrays.npz"))
-        return self.save(run.config, None, run.metrics, arrays, made={**(made or run.made), "light": True},
-                         created=run.created, root=root)
+        rec = Record(run.metrics, lighten(run._arrays("arrays.npz")), None, {**(made or run.made), "light": True})
+        return self.save(run.config, rec, created=run.created, root=root)
 
     def update_metrics(self, run: Run, metrics: dict, made: dict | None = None) -> Run:
         """Add or replace metrics (and the record of how it was made) in a stored run's run.json

@@ -17,6 +17,7 @@ import time
 import warnings
 
 from .config import TrainConfig
+from .events import done_event
 
 
 class SweepLost(RuntimeError):
@@ -57,9 +58,9 @@ def run_remote(config_json: str, device: str = "auto", half: bool = False, threa
 
         register(config.dataset, data)
     dev = resolve_device(device)
-    trained = fit(config, dev)
-    ev = drain(evaluated(trained, config, half, light))
-    rec = single_record(config, trained, ev, dev, half, light)
+    runs = fit(config, dev)
+    ev = drain(evaluated(runs, half, light))
+    rec = single_record(runs, ev, dev, half, light)
     weights = None if rec.weights is None else {
         which: {k: v.detach().cpu().numpy() for k, v in sd.items()} for which, sd in rec.weights.items()}
     return {"config": config_json, "metrics": rec.metrics, "arrays": rec.arrays, "weights": weights, "made": rec.made}
@@ -117,7 +118,7 @@ def _backend(cluster: str | None, jobs: int):
 
 def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1, cluster: str | None = None,
           half: bool = False, force: bool = False, threads: int = 1, light: bool = False):
-    """Run configs through joblib; yield (config, run, cached) as each is stored (stored configs first).
+    """Run configs through joblib; yield a DONE event (events.py) as each is stored (stored configs first).
 
     Every config is locked in the store for the whole sweep (a second sweep of the same config
     waits its turn with an error, as a second `train` does). A local worker process that dies
@@ -128,7 +129,7 @@ def sweep(configs: list[TrainConfig], store, device: str = "auto", jobs: int = 1
     for c in configs:
         found = None if force else store.find(c)
         if found is not None:
-            yield c, found.verify(), True
+            yield done_event(found.verify(), cached=True)
         else:
             todo.append(c)
     if not todo:
@@ -166,6 +167,8 @@ RETRIES = 2  # times a sweep re-runs the runs of a worker process that died (kil
 def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
     from joblib import Parallel, delayed
 
+    from .record import Record
+
     from .userdata import is_user_dataset, points_of
 
     data = {c.dataset: points_of(c.dataset) for c in configs if is_user_dataset(c.dataset)}
@@ -176,9 +179,9 @@ def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
         tasks = (delayed(run_remote)(c.to_json(), device, half, threads, light, data.get(c.dataset)) for c in configs)
         for result in Parallel(return_as="generator_unordered")(tasks):
             config = TrainConfig.from_json(result["config"])
-            run = store.save(config, result["weights"], result["metrics"], result["arrays"], half=half,
-                             made=result["made"])
-            yield config, run, False
+            rec = Record(result["metrics"], result["arrays"], result["weights"], result["made"])
+            run = store.save(config, rec, half=half)
+            yield done_event(run, cached=False)
 
 
 def _answers(cluster: str) -> bool:

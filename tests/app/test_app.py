@@ -19,6 +19,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from support import ROOT, RUNS, SMALL, copy_store, small_config, stop_workers, write_run_json
+from dualscale.record import Record
 from dualscale import METRICS, PAPER_TABLES, Store, TrainConfig
 from dualscale.config import training_settings
 from dualscale.paper import table
@@ -129,7 +130,7 @@ def decided_store(root):
             config = small_config("line", variant, seed)
             metrics = {"training_time": 1.0, "inference_time": 0.1, "kl_divergence": kl + common + rng.normal(0, 0.003),
                        "eval_loss": loss + rng.normal(0, 0.0003)}
-            store.save(config, None, metrics, {"samples": np.zeros((10, 2), np.float32), "losses": np.ones(3, np.float32)})
+            store.save(config, Record(metrics, {"samples": np.zeros((10, 2), np.float32), "losses": np.ones(3, np.float32)}, None, {}))
     return root
 
 

@@ -11,6 +11,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from support import ROOT, RUNS, copy_store, small_config
+from dualscale.record import Record
 from dualscale import Store
 
 
@@ -165,7 +166,7 @@ def test_one_run_is_not_a_comparison_and_more_than_six_are_capped(private, start
     base = store.get(run_id("moons", "baseline", 0))
     for seed in (7, 8):  # light copies under other seeds: eight runs in all
         arrays = base._arrays("arrays.npz")
-        store.save(small_config("moons", "baseline", seed), None, base.metrics, dict(arrays))
+        store.save(small_config("moons", "baseline", seed), Record(base.metrics, dict(arrays), None, {}))
     at = start(private)
     frame = table(at)
     assert len(frame) == len(RUNS) + 2

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from dualscale.record import Record
 from dualscale import Store
 from dualscale.runner import summarize
 from support import ROOT, RUNS, small_config
@@ -77,10 +78,11 @@ def test_a_stranded_complete_run_is_recovered_and_a_force_replace_is_one_swap(da
     # --force: the old run is replaced in one step (renameat2 exchange); never a moment without a run
     store = Store(tmp_path)
     config = small_config("line", "baseline", 0)
-    first = store.save(config, None, {"training_time": 1.0, "eval_loss": 0.5, "inference_time": 0.1,
-                                      "kl_divergence": 0.2}, {"samples": __import__("numpy").zeros((3, 2))})
+    first = store.save(config, Record({"training_time": 1.0, "eval_loss": 0.5, "inference_time": 0.1,
+                                         "kl_divergence": 0.2}, {"samples": __import__("numpy").zeros((3, 2))}, None, {}))
     inode = os.stat(first.path).st_ino
-    second = store.save(config, None, {**first.metrics, "kl_divergence": 0.3}, {"samples": __import__("numpy").zeros((3, 2))})
+    second = store.save(config, Record({**first.metrics, "kl_divergence": 0.3}, {"samples": __import__("numpy").zeros((3, 2))},
+                                       None, {}))
     assert second.metrics["kl_divergence"] == 0.3 and os.stat(second.path).st_ino != inode
     assert [p.name for p in tmp_path.iterdir()] == [config.run_id]
 

@@ -13,7 +13,7 @@ from dualscale.metrics import Metric, sample_metrics
 from dualscale.paper import PAPER_METRICS, for_csv, metrics_frame, table
 from dualscale.plots import marked_tables
 from dualscale.runner import Runner
-from dualscale.train import Trained, train
+from dualscale.train import Runs, train
 from support import ROOT, copy_store, small_config, stop_workers
 
 PACKAGE = ROOT / "dualscale"
@@ -131,7 +131,7 @@ def test_train_yields_progress_only_and_returns_the_trained_run():
             trained = end.value
             break
     assert all(isinstance(e, Progress) for e in seen) and [e.step for e in seen] == [10, 20, 30, 40]
-    assert isinstance(trained, Trained) and trained.losses.shape == (40,)
+    assert [type(g) for g in trained] == [Runs] and trained[0].losses.shape == (1, 40)
     assert seen[-1].to_event()["event"] == "progress" and "alpha" not in seen[-1].to_event()
 
 

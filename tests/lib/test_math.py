@@ -9,7 +9,7 @@ from dualscale import TrainConfig, kl_divergence, make_dataset
 from dualscale.data import DATASETS, PAPER_DATASETS, datasaurus
 from dualscale.diffusion import NoiseSchedule
 from dualscale.models import build_model, count_parameters, sinusoidal, sum_by_index
-from dualscale.train import Ema, clip_norm_, cosine_lr, flatten_, loss_fn
+from dualscale.train import Ema, clip_rows_, cosine_lr, flatten_, loss_fn
 
 
 # ---- schedule (Ho et al. 2020) ----------------------------------------------------------------
@@ -180,15 +180,17 @@ def test_flatten_shares_storage_with_the_module():
 
 
 @pytest.mark.parametrize("scale", [1e-4, 6e-4, 1.0])  # norms 0.08, 0.47 (not clipped) and 791
-def test_clip_norm_is_clip_grad_norm_bit_for_bit(scale):
+def test_clip_rows_is_clip_grad_norm_bit_for_bit_in_every_row(scale):
     g = torch.Generator().manual_seed(3)
-    p = torch.nn.Parameter(torch.randn(626_193, generator=g))
-    p.grad = torch.randn(626_193, generator=g) * scale
-    mine = p.grad.clone()
-    total = torch.nn.utils.clip_grad_norm_([p], 0.5, foreach=True)
-    assert torch.equal(clip_norm_(mine, 0.5), total)
-    assert torch.equal(mine, p.grad)
-    assert (total > 0.5) == (scale == 1.0)
+    params = [torch.nn.Parameter(torch.randn(626_193, generator=g)) for _ in range(3)]
+    for i, p in enumerate(params):
+        p.grad = torch.randn(626_193, generator=g) * scale * (1, 3, 1e-3)[i]  # rows clipped or not on their own
+    rows = torch.stack([p.grad for p in params])
+    totals = [torch.nn.utils.clip_grad_norm_([p], 0.5, foreach=True) for p in params]
+    assert torch.equal(clip_rows_(rows, 0.5)[:, 0], torch.stack(totals))
+    for row, p in zip(rows, params):
+        assert torch.equal(row, p.grad)
+    assert (totals[0] > 0.5) == (scale == 1.0)
 
 
 def test_tables_passed_in_give_the_same_output():

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dualscale import Store, TrainConfig
-from dualscale.record import lighten
+from dualscale.record import Record, lighten
 from dualscale.runs import engine_code, rescore, run_config
 from dualscale.stack_sweep import run_stacks
 from support import write_run_json
@@ -146,7 +146,7 @@ def test_rescore_adds_eval_loss_by_t_to_a_run_with_weights_that_lacks_it(tmp_pat
     recorded = store.find(config).eval_loss_by_t()
     run = store.find(config)  # as a run stored before the per-timestep loss existed
     arrays = {k: v for k, v in run._arrays("arrays.npz").items() if k != "eval_loss_by_t"}
-    store.save(config, run.state_dicts(), run.metrics, arrays, made=run.made, created=run.created)
+    store.save(config, Record(run.metrics, arrays, run.state_dicts(), run.made), created=run.created)
     assert store.find(config).eval_loss_by_t() is None
     done = list(rescore(store))
     assert [list(v) for _, v in done] == [["eval_loss_by_t"]]

@@ -5,6 +5,7 @@ import shutil
 import numpy as np
 import pytest
 
+from dualscale.record import Record
 from dualscale import Store, StoreError
 from support import small_config
 
@@ -13,7 +14,7 @@ def light_run(store: Store, seed: int = 0, root=None):
     """A stored run in milliseconds (constructed arrays and metrics: nothing here reads them)."""
     arrays = {"samples": np.zeros((10, 2), np.float32), "losses": np.ones(3, np.float32)}
     metrics = {"training_time": 1.0, "inference_time": 0.1, "kl_divergence": 0.1, "eval_loss": 0.8}
-    return store.save(small_config("moons", "baseline", seed), None, metrics, arrays, root=root)
+    return store.save(small_config("moons", "baseline", seed), Record(metrics, arrays, None, {}), root=root)
 
 
 @pytest.fixture

@@ -1,5 +1,7 @@
-"""Stacked runs (issue 12): one vmapped step for many runs, each with its own everything."""
+"""Stacked runs (issues 12, 25): many runs in one loop, each with its own everything; row by row on
+a CPU (exactly the run alone), one vmapped step on a GPU."""
 import warnings
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -7,10 +9,11 @@ import torch
 
 from dualscale import Store, TrainConfig, make_dataset
 from dualscale.metrics import kl_divergence
-from dualscale.stack import DrawsDiffer, Stack, check_draws, group_key, train_stack
+from dualscale.evaluate import evaluate
 from dualscale.record import block_means
-from dualscale.stack_sweep import evaluate_group, run_stacks, score_tasks, stacks_of
+from dualscale.stack_sweep import run_stacks, score_tasks, stacks_of
 from dualscale.events import drain
+from dualscale.train import DrawsDiffer, check_draws, group_key, make_groups, train
 from dualscale.runs import run_config
 
 STEPS = dict(steps=300, n_points=5000, n_samples=2000)
@@ -22,34 +25,41 @@ CONFIGS = [TrainConfig(dataset=d, variant=v, seed=s, **STEPS)
 
 @pytest.fixture(scope="module")
 def stacked_and_alone(tmp_path_factory):
+    """Each config's (eval loss, KL, loss history): stacked row by row (the CPU's default), stacked
+    vmapped (a GPU's way, forced here), and trained alone."""
     torch.set_num_threads(2)
-    stacked = {}
-    for group, seconds in drain(train_stack(CONFIGS, "cpu")):
-        for c, r in zip(group.configs, evaluate_group(group, c_n(group), seconds, keep=0)):
-            real = make_dataset(c.dataset, c.n_points)
-            stacked[c.run_id] = (r["eval_loss"], kl_divergence(real, r["samples"]), r["losses"])
+    out = {}
+    for name, batched in (("rows", False), ("vmapped", True)):
+        out[name] = {}
+        for group in drain(train(CONFIGS, "cpu", batched=batched)):
+            for i, (c, ev) in enumerate(zip(group.configs, drain(evaluate(group, keep=0, score=False)))):
+                real = make_dataset(c.dataset, c.n_points)
+                out[name][c.run_id] = (ev.eval_loss, kl_divergence(real, ev.samples), group.losses[i].cpu().numpy())
     store = Store(tmp_path_factory.mktemp("alone"))
-    alone = {}
+    out["alone"] = {}
     for c in CONFIGS:
         final = list(run_config(c, store, "cpu"))[-1]
-        run = store.find(c)
-        alone[c.run_id] = (final["eval_loss"], final["kl_divergence"], run.loss_history())
-    return stacked, alone
+        out["alone"][c.run_id] = (final["eval_loss"], final["kl_divergence"], store.find(c).loss_history())
+    return out
 
 
-def c_n(group):
-    return group.configs[0].n_samples
-
-
-def test_stacked_runs_agree_with_runs_trained_alone(stacked_and_alone):
-    """300 steps: eval loss within 0.005 and KL within 0.05 of the same config trained alone, and
-    the first steps' losses equal to float rounding (the same batches, t and noise)."""
-    stacked, alone = stacked_and_alone
+def test_stacked_runs_on_a_cpu_are_exactly_the_runs_alone(stacked_and_alone):
     for c in CONFIGS:
-        (loss_s, kl_s, hist_s), (loss_a, kl_a, hist_a) = stacked[c.run_id], alone[c.run_id]
+        (loss_s, kl_s, hist_s), (loss_a, kl_a, hist_a) = stacked_and_alone["rows"][c.run_id], stacked_and_alone["alone"][c.run_id]
+        assert (loss_s, kl_s) == (loss_a, kl_a), c.run_id
+        np.testing.assert_array_equal(hist_s, hist_a)
+
+
+def test_vmapped_runs_agree_with_runs_trained_alone(stacked_and_alone):
+    """300 steps: eval loss within 0.005 and KL within 0.05 of the same config trained alone, and
+    the first steps' losses equal to float rounding (the same batches, t and noise; autograd's
+    gradients instead of the hand-written ones)."""
+    for c in CONFIGS:
+        (loss_s, kl_s, hist_s), (loss_a, kl_a, hist_a) = stacked_and_alone["vmapped"][c.run_id], stacked_and_alone["alone"][c.run_id]
         assert abs(loss_s - loss_a) < 0.005, c.run_id
         assert abs(kl_s - kl_a) < 0.05, c.run_id
         np.testing.assert_allclose(hist_s[:5], hist_a[:5], rtol=1e-5)
+        assert not np.array_equal(hist_s, hist_a)  # the vmapped path really ran
 
 
 def test_groups_split_by_settings_and_stacks_by_steps():
@@ -57,17 +67,18 @@ def test_groups_split_by_settings_and_stacks_by_steps():
     assert len({group_key(c) for c in configs}) == 4  # baseline, fixed, adaptive (300 steps), baseline (100)
     assert [len(s) for s in stacks_of(configs)] == [4, 1]
     with pytest.raises(ValueError, match="one step count"):
-        drain(train_stack(configs, "cpu"))
+        drain(train(configs, "cpu"))
 
 
 def test_light_stacked_runs_store_float16_samples_whose_metrics_recompute(tmp_path):
     configs = [TrainConfig(dataset="moons", variant=v, seed=0, steps=120, n_points=2000, n_samples=500)
                for v in ("baseline", "adaptive")]
     store = Store(tmp_path)
-    done = [e for e in run_stacks(configs, store, torch.device("cpu"), light=True, command="cmd", jobs=1)
-            if e[0] == "done"]
-    assert len(done) == 2
-    for _, c, run in done:
+    events = list(run_stacks(configs, store, torch.device("cpu"), light=True, command="cmd", jobs=1))
+    done = [e["run_id"] for e in events if e["event"] == "done"]
+    assert sorted(done) == sorted(c.run_id for c in configs) and events[0]["event"] == "progress"
+    for c in configs:
+        run = store.find(c)
         assert run.light and run.made["stack"] == 2 and run.made["samples"] == "float16"
         samples = run.samples()
         assert np.array_equal(samples, samples.astype(np.float16).astype(np.float32))
@@ -82,16 +93,17 @@ def test_block_means():
 
 def test_tf32_is_refused_on_a_cpu_and_bf16_trains():
     with pytest.raises(ValueError, match="tf32 is a CUDA"):
-        drain(train_stack([TrainConfig(compute_precision="tf32", steps=5)], "cpu"))
-    group, _ = drain(train_stack([TrainConfig(dataset="moons", compute_precision="bf16", steps=30, n_points=1000)], "cpu"))[0]
-    assert torch.isfinite(group.losses).all()
+        drain(train([TrainConfig(compute_precision="tf32", steps=5)], "cpu"))
+    group = drain(train([TrainConfig(dataset="moons", compute_precision="bf16", steps=30, n_points=1000)], "cpu"))[0]
+    assert torch.isfinite(group.losses).all() and not group.manual  # bf16: autograd, not the hand-written backward
 
 
 def _stack_after_one_step(configs):
-    stack = Stack(configs, torch.device("cpu"))
-    stack.new_pass()
-    stack.step(configs[0].batch_size)  # the optimizer has state, as when a capture is checked
-    return stack
+    groups = make_groups(configs, torch.device("cpu"))
+    for g in groups:
+        g.new_pass()
+        g.step(*g.draw(configs[0].batch_size))  # the optimizer has state, as when a capture is checked
+    return groups
 
 
 def test_check_draws_accepts_the_eager_draws_catches_a_shifted_stream_and_puts_everything_back():
@@ -104,7 +116,7 @@ def test_check_draws_accepts_the_eager_draws_catches_a_shifted_stream_and_puts_e
     def eager(stack, extra_draw=False):
         def replay():
             draws = []
-            for g in stack.groups:
+            for g in stack:
                 if extra_draw:  # a stream one draw ahead: what a wrongly captured generator would do
                     torch.randn(1, generator=g.gens[-1])
                 draws.append(g.draw(b))
@@ -113,12 +125,13 @@ def test_check_draws_accepts_the_eager_draws_catches_a_shifted_stream_and_puts_e
         return replay
 
     checked, plain = _stack_after_one_step(small), _stack_after_one_step(small)
-    check_draws(checked, eager(checked))
+    check_draws(checked, b, eager(checked))
     with pytest.raises(DrawsDiffer, match=r"draws differ from the eager step's \(moons"):
-        check_draws(checked, eager(checked, extra_draw=True))
+        check_draws(checked, b, eager(checked, extra_draw=True))
     for stack in (checked, plain):
-        stack.step(b)
-    for gc, gp in zip(checked.groups, plain.groups):
+        for g in stack:
+            g.step(*g.draw(b))
+    for gc, gp in zip(checked, plain):
         assert torch.equal(gc.flat, gp.flat) and torch.equal(gc.pos, gp.pos)
         for sc, sp in zip(gc.opt.state.values(), gp.opt.state.values()):
             assert all(torch.equal(sc[k], sp[k]) for k in sp)
@@ -135,7 +148,7 @@ def test_cuda_stacked_graph_draws_and_steps_as_the_eager_stack():
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             runs.append({c.run_id: (g.losses[i].cpu(), g.ema_flat[i].cpu())
-                         for g, _ in drain(train_stack(configs, "cuda", cuda_graph=graph)) for i, c in enumerate(g.configs)})
+                         for g in drain(train(configs, "cuda", cuda_graph=graph)) for i, c in enumerate(g.configs)})
         assert not [w for w in caught if "not captured" in str(w.message)]  # the graph was kept, not dropped
     for key, (losses, ema) in runs[0].items():
         assert torch.equal(losses, runs[1][key][0]) and torch.equal(ema, runs[1][key][1]), key
@@ -143,7 +156,7 @@ def test_cuda_stacked_graph_draws_and_steps_as_the_eager_stack():
 
 def test_score_tasks_keep_one_dataset_per_task_and_cover_every_run_once():
     configs = [TrainConfig(dataset=d, seed=s) for s in range(5) for d in ("dino", "moons")]
-    results = [{"samples": np.full((3, 2), i), "oracle": None} for i in range(len(configs))]
+    results = [SimpleNamespace(samples=np.full((3, 2), i), oracle=None) for i in range(len(configs))]
     tasks = score_tasks(configs, results, 0.5, workers=4)  # 10 runs on 4 workers: chunks of 3
     assert sorted(i for idx, _ in tasks for i in idx) == list(range(10))
     for idx, (dataset, n_points, abar, runs) in tasks:
