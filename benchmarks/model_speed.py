@@ -5,7 +5,7 @@
 
 One training step, as train.py does it on a CPU, at batch 256 in fp32: add the noise, forward,
 backward, clip the gradient norm to 0.5, fused AdamW. Plain: loss_fn + loss.backward() +
-clip_grad_norm_ (the trainer's autograd path); fast: Denoiser.mse_and_grads + clip_norm_ on the flat
+clip_grad_norm_ (the trainer's autograd path); fast: Denoiser.mse_and_grads + clip_rows_ on the flat
 gradient. Both start from the same weights and see the same pre-drawn batches (drawing batches and
 the EMA are left out: they cost both the same). Each round times --steps steps of each, A and B
 alternating which goes first; the medians over rounds and the median of the per-round ratios are
@@ -28,7 +28,7 @@ from dualscale.data import make_dataset  # noqa: E402
 from dualscale.model import plain_from_fast  # noqa: E402
 from dualscale.models import build_model  # noqa: E402
 from dualscale.system import keep_freed_memory  # noqa: E402
-from dualscale.train import clip_norm_, flatten_, loss_fn, make_optimizer, make_schedule  # noqa: E402
+from dualscale.train import clip_rows_, flatten_, loss_fn, make_optimizer, make_schedule  # noqa: E402
 from speed import GFLOP_PER_STEP, matmul_gflops, med  # noqa: E402  (benchmarks/speed.py)
 
 CPU = torch.device("cpu")
@@ -48,7 +48,7 @@ def steps_for(config: TrainConfig) -> dict:
 
     def fast_step(x0, t, eps):  # train.py's CPU step with the hand-written backward
         loss = fast.mse_and_grads(schedule.add_noise(x0, eps, t), t, schedule.target(x0, eps, t))
-        clip_norm_(flat.grad, config.grad_clip)
+        clip_rows_(flat.grad[None], config.grad_clip)
         fast_opt.step()
         return loss
 

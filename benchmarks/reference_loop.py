@@ -141,7 +141,7 @@ def worker(args) -> dict:
         return {"value": (elapsed[-1] - elapsed[0]) / steps * 1000}
     done = fit(TrainConfig(dataset="dino", variant=variant, steps=20, n_points=2048), "cpu")
     start = time.perf_counter()
-    sample(done.ema, done.schedule, 10_000, torch.Generator().manual_seed(0))
+    sample(done.emas[0], done.schedule, 10_000, torch.Generator().manual_seed(0))
     return {"value": time.perf_counter() - start}
 
 

@@ -22,7 +22,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dualscale.config import TrainConfig  # noqa: E402
 from dualscale.diffusion import sample  # noqa: E402
-from dualscale.evaluate import eval_loss  # noqa: E402
+from dualscale.evaluate import eval_losses  # noqa: E402
 from dualscale.system import synchronize  # noqa: E402
 from dualscale.train import fit, train  # noqa: E402
 
@@ -51,7 +51,7 @@ def sampling_s(done, repeats: int) -> list[float]:
     for i in range(repeats):
         synchronize(done.data.device)
         t0 = time.perf_counter()
-        sample(done.ema, done.schedule, 10_000, torch.Generator(done.data.device).manual_seed(i))
+        sample(done.emas[0], done.schedule, 10_000, torch.Generator(done.data.device).manual_seed(i))
         synchronize(done.data.device)
         out.append(time.perf_counter() - t0)
     return out
@@ -62,7 +62,7 @@ def eval_s(done, repeats: int, device: str) -> list[float]:
     out = []
     for i in range(repeats):
         t0 = time.perf_counter()
-        eval_loss(done.model, done.schedule, data, torch.Generator(device).manual_seed(i))
+        eval_losses(done.forward("online"), done.schedule, data[None], [torch.Generator(device).manual_seed(i)])
         out.append(time.perf_counter() - t0)
     return out
 

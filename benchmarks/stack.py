@@ -1,7 +1,7 @@
 """The stacked training step against the bare matmuls of the same shapes.
 
 For K runs stacked (the paper's 12 runs = 20 branches; 10 seeds of them = 200 branches), time
-  - the real stacked step (stack.train_stack: every run's draws, vmapped forward + backward,
+  - the real stacked step (train.train over many configs: every run's draws, vmapped forward + backward,
     per-run clipping, fused AdamW; on a GPU one CUDA graph per step, draws included; then EMA
     and lr outside), as ms per step;
   - the bare matmuls of that step: per branch, the 4 (B, 256) x (256, 256) products of the
@@ -23,16 +23,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from dualscale.config import VARIANTS, TrainConfig  # noqa: E402
 from dualscale.data import PAPER_DATASETS  # noqa: E402
-from dualscale.stack import train_stack  # noqa: E402
+from dualscale.train import train  # noqa: E402
 from dualscale.system import resolve_device, synchronize  # noqa: E402
 
 
 def stacked_ms(configs, device, steps: int, chunk: int = 50) -> float:
     """Median ms per step over chunks of `chunk` steps in the second half of a run of `steps` steps
-    (after the capture and warm-up); train_stack syncs once per chunk, as a real run does."""
+    (after the capture and warm-up); train syncs once per chunk, as a real run does."""
     stamps = []
-    gen = train_stack([TrainConfig(**{**c.to_dict(), "steps": steps}) for c in configs], device, every=chunk)
-    for done, total, _ in gen:
+    gen = train([TrainConfig(**{**c.to_dict(), "steps": steps}) for c in configs], device, every=chunk)
+    for _ in gen:
         stamps.append(time.perf_counter())
     half = stamps[len(stamps) // 2:]
     return 1e3 * statistics.median(b - a for a, b in zip(half, half[1:])) / chunk

@@ -286,7 +286,7 @@ def run_sweep(configs, store: Store, a, jobs: int, bar=None) -> None:
 
 
 def run_stacked(configs, store: Store, a, device, runs_bar=None) -> None:
-    """Stacked runs (stack.py) in this process: one bar over the stacks' steps (or a caller's bar
+    """Stacked runs (stack_sweep.py) in this process: one bar over the stacks' steps (or a caller's bar
     over runs, `runs_bar`), a line per stored run."""
     from .stack_sweep import run_stacks, stacks_of
 

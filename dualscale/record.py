@@ -1,7 +1,7 @@
 """What a finished run contains, whichever engine made it: ONE function, `record()`.
 
-The single-run engine (runs.py, and the sweeps' workers through it) and the stacked engine
-(stack_sweep.py) measure the same things in their own way; both hand them to `record()`, which
+A single run (runs.py, and the sweeps' workers through it) and a stacked sweep (stack_sweep.py)
+measure the same things with the one engine (train.py, evaluate.py); both hand them to `record()`, which
 decides the stored metrics, arrays, weights and the record of how the run was made. A light
 run (`light=True`: how evidence and studies ship) keeps no weights and no trajectory, its
 samples as float16 (the metrics are computed from exactly those: `stored_samples`) and its loss

@@ -1,5 +1,5 @@
 """The dashboard's background runs: worker processes, a queue, one cancel path. (Command-line
-sweeps go through joblib, sweeps.py, or stack in one process, stack.py.)
+sweeps go through joblib, sweeps.py, or stack in one process, stack_sweep.py.)
 
 Every dashboard run trains in its own worker process,
 `python -m dualscale train --config JSON ...`, never inside the caller: a page script is stopped

@@ -25,16 +25,10 @@ CONFIGS = [TrainConfig(dataset=d, variant=v, seed=s, **STEPS)
 
 @pytest.fixture(scope="module")
 def stacked_and_alone(tmp_path_factory):
-    """Each config's (eval loss, KL, loss history): stacked row by row (the CPU's default), stacked
-    vmapped (a GPU's way, forced here), and trained alone."""
+    """Each config's (eval loss, KL, loss history): stacked and vmapped (a GPU's way, forced here on
+    the CPU), and trained alone."""
     torch.set_num_threads(2)
-    out = {}
-    for name, batched in (("rows", False), ("vmapped", True)):
-        out[name] = {}
-        for group in drain(train(CONFIGS, "cpu", batched=batched)):
-            for i, (c, ev) in enumerate(zip(group.configs, drain(evaluate(group, keep=0, score=False)))):
-                real = make_dataset(c.dataset, c.n_points)
-                out[name][c.run_id] = (ev.eval_loss, kl_divergence(real, ev.samples), group.losses[i].cpu().numpy())
+    out = {"vmapped": stacked_runs(CONFIGS, batched=True)}
     store = Store(tmp_path_factory.mktemp("alone"))
     out["alone"] = {}
     for c in CONFIGS:
@@ -43,11 +37,26 @@ def stacked_and_alone(tmp_path_factory):
     return out
 
 
-def test_stacked_runs_on_a_cpu_are_exactly_the_runs_alone(stacked_and_alone):
-    for c in CONFIGS:
-        (loss_s, kl_s, hist_s), (loss_a, kl_a, hist_a) = stacked_and_alone["rows"][c.run_id], stacked_and_alone["alone"][c.run_id]
-        assert (loss_s, kl_s) == (loss_a, kl_a), c.run_id
-        np.testing.assert_array_equal(hist_s, hist_a)
+def stacked_runs(configs, batched=None) -> dict:
+    out = {}
+    for group in drain(train(configs, "cpu", batched=batched)):
+        for i, (c, ev) in enumerate(zip(group.configs, drain(evaluate(group, keep=0, score=False)))):
+            out[c.run_id] = (ev.eval_loss, kl_divergence(make_dataset(c.dataset, c.n_points), ev.samples),
+                             group.losses[i].cpu().numpy())
+    return out
+
+
+def test_stacked_runs_on_a_cpu_are_exactly_the_runs_alone(tmp_path):
+    """Row by row (the CPU's way), a stacked run is its run alone bit for bit: a second row of a
+    group (moons) as much as the first, and a group beside another."""
+    configs = [TrainConfig(dataset=d, variant=v, seed=s, steps=60, n_points=1000, n_samples=400)
+               for d, v, s in (("dino", "adaptive", 0), ("moons", "adaptive", 1), ("line", "baseline", 2))]
+    stacked, store = stacked_runs(configs), Store(tmp_path)
+    for c in configs:
+        final = list(run_config(c, store, "cpu"))[-1]
+        loss, kl, hist = stacked[c.run_id]
+        assert (loss, kl) == (final["eval_loss"], final["kl_divergence"]), c.run_id
+        np.testing.assert_array_equal(hist, store.find(c).loss_history())
 
 
 def test_vmapped_runs_agree_with_runs_trained_alone(stacked_and_alone):
