@@ -169,9 +169,13 @@ def run_header(dataset, variant, seed, run_id: str, state: str) -> None:
     """A run's title line and its Cancel button (running: SIGTERM to its worker; queued: dropped)."""
     head, button = st.columns([5, 1])
     head.markdown(f"**{dataset} · {variant} · seed {seed}** `{run_id}` — {state}")
-    if button.button("Cancel", key=f"cancel_{run_id}"):
-        registry.cancel(run_id)
-        st.toast(f"Cancelling {run_id}…")
+    # a callback: it runs before the next script run, whichever run (the page's or the poll's) takes the click
+    button.button("Cancel", key=f"cancel_{run_id}", on_click=cancel, args=(run_id,))
+
+
+def cancel(run_id: str) -> None:
+    registry.cancel(run_id)
+    st.toast(f"Cancelling {run_id}…")
 
 
 def queued_run(cfg) -> None:
@@ -179,7 +183,7 @@ def queued_run(cfg) -> None:
         run_header(cfg.dataset, cfg.variant, cfg.seed, cfg.run_id, f"queued (at most {registry.jobs} at once)")
 
 
-def live_panel(running_at_start: frozenset, with_recent: bool = True) -> None:
+def live_panel() -> None:
     active = registry.running()  # also starts queued runs when a worker is free
     queued = registry.queued()
     ids = {a["run_id"] for a in active} | {c.run_id for c in queued}
@@ -191,10 +195,6 @@ def live_panel(running_at_start: frozenset, with_recent: bool = True) -> None:
         queued_run(cfg)
     for run_id in [r for r in ss.watched if r not in ids]:
         outcome(registry.status(run_id))
-    if with_recent:
-        recent_section()
-    if ids != running_at_start:
-        st.rerun()  # a run started or ended: redraw the whole page (stored panel, polling)
 
 
 def recent_section() -> None:
@@ -220,22 +220,33 @@ def recent_runs() -> None:
     st.markdown("\n".join(lines))
 
 
-def progress_section(running: frozenset, with_recent: bool = True) -> None:
-    st.subheader("Runs in progress")
-    # Poll only while something trains: an idle page costs nothing.
-    st.fragment(run_every=1.0 if running else None)(live_panel)(running, with_recent)
+def running_now() -> frozenset:
+    return frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
+
+
+def body(running: frozenset) -> None:
+    """The whole page below the title, drawn in one pass from one reading of what runs, so that no
+    part of it can contradict another (the selection "training now" beside "Nothing is training").
+    While something runs it is redrawn every second; when what runs changes, the page reruns whole
+    (the polling starts or stops)."""
+    if running_now() != running:
+        st.rerun()
+    if running:  # the live cards first: below a stored run's panel they were two screens down on a phone
+        st.subheader("Runs in progress")
+        live_panel()
+        st.subheader("The sidebar's selection")
+        selection_panel(running)
+    else:
+        selection_panel(running)
+        st.subheader("Runs in progress")
+        live_panel()
+    recent_section()
 
 
 st.title("Train")
-running = frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
-if running:  # the live cards first: below a stored run's panel they were two screens down on a phone
-    progress_section(running, with_recent=False)
-    st.subheader("The sidebar's selection")
-    selection_panel(running)
-    st.fragment(run_every=1.0)(recent_section)()  # last, as when nothing trains
-else:
-    selection_panel(running)
-    progress_section(running)
+running = running_now()
+# Poll only while something trains: an idle page costs nothing.
+st.fragment(run_every=1.0 if running else None)(body)(running)
 if ss.watched and not running and st.button("Clear finished runs"):
     ss.watched = []
     st.rerun()

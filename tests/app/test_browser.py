@@ -291,6 +291,36 @@ def test_a_short_run_trains_live_survives_a_reload_and_finishes(server, page):
     no_exception(page)
 
 
+def test_a_cancel_one_second_after_start_cancels_and_the_page_never_contradicts_itself(server, page):
+    """Issue 27: a Cancel clicked a second after Start once did nothing, and for a few seconds
+    "This configuration is training now" sat above "Nothing is training". The outcome stays after a reload."""
+    _, root = server
+    go(page, "Train", "Train")
+    open_advanced(page)
+    set_number(page, "Seed", 31)
+    set_number(page, "Training steps", 20_000)  # long enough that only the cancel ends it
+    main, stored = page.locator('[data-testid="stMain"]'), len(Store(root).runs())
+    page.get_by_role("button", name="Start training").click()
+    page.get_by_role("button", name="Cancel").wait_for()
+    page.wait_for_timeout(1000)
+    page.get_by_role("button", name="Cancel").click()
+    cancelled = page.locator('[data-testid="stAlert"]', has_text="was cancelled")
+    deadline = time.monotonic() + 60
+    while not cancelled.count():
+        text = main.inner_text()
+        assert not ("training now" in text and "Nothing is training" in text), text[:1500]
+        assert time.monotonic() < deadline, "no cancelled outcome 60 s after the Cancel click"
+        page.wait_for_timeout(100)
+    wait_until(lambda: not Store(root).active(), 30, "the worker to stop", page)
+    assert len(Store(root).runs()) == stored  # nothing was stored
+    page.reload()
+    page.locator("h1", has_text="Train").wait_for()
+    page.locator('[data-testid="stAlert"]', has_text="was cancelled").wait_for()  # the outcome survives a reload
+    open_advanced(page)
+    set_number(page, "Training steps", SMALL["steps"])
+    no_exception(page)
+
+
 def test_add_seeds_queues_what_it_said_and_a_cancel_reads_as_cancelled(server, page):
     """Type 1 and click at once (the old button queued 60 runs that way): the plan shown is the one
     queued, its runs are the ones that start, and a cancel says so."""
