@@ -145,3 +145,22 @@ def wait_until(predicate, timeout: float, what: str, page=None):
         time.sleep(0.25)
     raise AssertionError(f"timed out waiting for {what}" +
                          (f"; page says: {page.inner_text('body')[:1500]}" if page else ""))
+
+
+def figure(at, key: str) -> dict:
+    """The Plotly figure (as a dict) of an AppTest's chart with this key."""
+    import json
+
+    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
+    return json.loads(chart.proto.spec)
+
+
+def values(field):
+    """A trace's x or y: a list, or Plotly's base64 binary form {"bdata", "dtype"}."""
+    import base64
+
+    import numpy as np
+
+    if isinstance(field, dict):
+        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
+    return np.asarray(field, dtype=float)

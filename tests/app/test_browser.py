@@ -73,7 +73,13 @@ def wait_healthy(url: str, proc: subprocess.Popen, timeout: float = 60) -> None:
 
 @pytest.fixture(scope="module")
 def server(small_store, tmp_path_factory):
-    root = copy_store(small_store, tmp_path_factory.mktemp("browser") / "store")
+    yield from serve(small_store, tmp_path_factory.mktemp("browser"))
+
+
+def serve(small_store, folder: Path):
+    """A streamlit server of app.py on a copy of the small store in `folder`: yields (url, store root);
+    stops its workers and itself after (a fixture's body: `yield from serve(...)`)."""
+    root = copy_store(small_store, folder / "store")
     port = free_port()
     log_path = root.parent / "streamlit.log"
     with open(log_path, "wb") as log:

@@ -14,14 +14,12 @@ from __future__ import annotations
 import itertools
 import math
 import re
-import subprocess
 
 import pytest
 
-from support import SMALL, copy_store, small_config, stop_workers, wait_until
+from support import SMALL, small_config, stop_workers, wait_until
 from dualscale import Store
-from test_browser import (CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, free_port, idle, no_exception, start_server,
-                          sync_api, wait_healthy)
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, idle, no_exception, serve, sync_api
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1440, "height": 900}
@@ -33,23 +31,7 @@ TRAINING = small_config("moons", "adaptive", 9, steps=20_000)  # long enough to 
 
 @pytest.fixture(scope="module")
 def server(small_store, tmp_path_factory):
-    root = copy_store(small_store, tmp_path_factory.mktemp("phone") / "store")
-    port = free_port()
-    log_path = root.parent / "streamlit.log"
-    with open(log_path, "wb") as log:
-        proc = start_server(root, port, log)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url, proc)
-            yield url, root
-        finally:
-            stop_workers(root)
-            proc.terminate()
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    print(log_path.read_text()[-3000:])  # shown by pytest only when something failed
+    yield from serve(small_store, tmp_path_factory.mktemp("phone"))
 
 
 @pytest.fixture(scope="module")

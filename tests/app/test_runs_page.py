@@ -3,14 +3,12 @@ streamlit's AppTest: every run in one filterable table, picked runs compared sid
 runs deleted after a confirmation, shipped ones never."""
 from __future__ import annotations
 
-import base64
-import json
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from support import ROOT, RUNS, copy_store, small_config
+from support import ROOT, RUNS, copy_store, figure, small_config, values
 from dualscale.record import Record
 from dualscale import Store
 
@@ -56,18 +54,6 @@ def pick(at: AppTest, *ids: str) -> AppTest:
     shown = list(frame.value.run_id)
     at.session_state[frame.key] = {"selection": {"rows": [shown.index(i) for i in ids], "columns": []}}
     return ok(at.run())
-
-
-def figure(at: AppTest, key: str) -> dict:
-    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
-    return json.loads(chart.proto.spec)
-
-
-def values(field) -> np.ndarray:
-    """A trace's x or y: a list, or Plotly's base64 binary form {"bdata", "dtype"}."""
-    if isinstance(field, dict):
-        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
-    return np.asarray(field)
 
 
 def run_id(dataset: str, variant: str, seed: int) -> str:

@@ -7,15 +7,13 @@ is no Chromium or Playwright.
 """
 from __future__ import annotations
 
-import base64
 import io
-import json
 
 import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from support import ROOT, SMALL, copy_store, small_config  # first: dualscale sets torch's OpenMP wait policy
+from support import ROOT, SMALL, copy_store, figure, small_config, values  # first: dualscale sets torch's OpenMP wait policy
 from dualscale import Store
 from dualscale.diffusion import sample
 from dualscale.plots import trajectory_animation
@@ -49,18 +47,6 @@ def open_samples(root, monkeypatch, dataset="moons") -> AppTest:
 def ok(at: AppTest) -> AppTest:
     assert not at.exception, [e.value for e in at.exception]
     return at
-
-
-def figure(at: AppTest, key: str) -> dict:
-    (chart,) = [c for c in at.get("plotly_chart") if c.proto.id.endswith("-" + key)]
-    return json.loads(chart.proto.spec)
-
-
-def values(field) -> np.ndarray:
-    """A trace's x or y: a list, or Plotly's base64 binary form {"bdata", "dtype"}."""
-    if isinstance(field, dict):
-        return np.frombuffer(base64.b64decode(field["bdata"]), dtype=field["dtype"])
-    return np.asarray(field, dtype=float)
 
 
 def points(fig: dict, name: str) -> np.ndarray | None:
