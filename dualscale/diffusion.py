@@ -106,6 +106,19 @@ class NoiseSchedule(nn.Module):
         return table[t] if isinstance(t, int) else table[t, None]
 
 
+def rows_forward(models: list, tables: list | None = None):
+    """f(x (R, N, 2), t (R, N) or one int) -> (R, N, 2): Denoiser i on row i, at fixed weights.
+    tables: each model's tables() if at hand (what depends on t alone: once, not at every call)."""
+    tables = [m.tables() for m in models] if tables is None else tables
+
+    def f(x, t):
+        outs = [m(x[i], t if isinstance(t, int) else t[i], tab) for i, (m, tab) in enumerate(zip(models, tables))]
+        # each row laid out as the model's own output (a transposed view, models.Branches.output), so
+        # that reductions over a row add in the order they would for the run alone
+        return torch.stack([o.T for o in outs]).transpose(1, 2)
+    return f
+
+
 @torch.inference_mode()
 def sample(model: nn.Module, schedule: NoiseSchedule, n: int, g: torch.Generator,
            keep: int = 0, chunk: int | None = None, start: torch.Tensor | None = None):
@@ -116,7 +129,7 @@ def sample(model: nn.Module, schedule: NoiseSchedule, n: int, g: torch.Generator
     device = schedule.betas.device
     start = torch.randn(n, 2, generator=g, device=device) if start is None else start  # (n, 2)
     tables = model.tables()  # what depends on t alone: once, not at each of chunks x T forwards
-    points, traj = sample_rows(lambda x, t: model(x[0], t, tables)[None], schedule, start[None], [g], keep, chunk)
+    points, traj = sample_rows(rows_forward([model], [tables]), schedule, start[None], [g], keep, chunk)
     alpha = tables[1]  # depends on t alone: the batch mean at t is alpha(t) itself
     return points[0], None if alpha is None else alpha.float().cpu().numpy(), None if traj is None else traj[:, 0]
 

@@ -10,10 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .diffusion import NoiseSchedule, sample_rows
+from .diffusion import NoiseSchedule, rows_forward, sample_rows
 from .metrics import run_scores
 from .system import arithmetic, synchronize
-from .train import Runs, rows_forward
+from .train import Runs
 
 EVAL_BATCH = 256     # the reference's batches: the loss is the mean of per-batch means
 EVAL_CHUNK = 4       # batches evaluated per forward pass (same math; 1,024 points stay in cache)
@@ -107,9 +107,8 @@ def oracle_starts(schedule: NoiseSchedule, data: torch.Tensor, n: int, gens: lis
 
 def oracle_samples(model, schedule: NoiseSchedule, data: torch.Tensor, n: int, g: torch.Generator) -> np.ndarray:
     """One model's samples when the reverse process starts from q(x_T) instead of N(0, I), (n, 2)."""
-    tables = model.tables()
     start = oracle_starts(schedule, data[None], n, [g])
-    return sample_rows(lambda x, t: model(x[0], t, tables)[None], schedule, start, [g])[0][0]
+    return sample_rows(rows_forward([model]), schedule, start, [g])[0][0]
 
 
 def evaluate(runs: Runs, light: bool = False, keep: int = TRAJECTORY_POINTS, score: bool = True):

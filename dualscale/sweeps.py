@@ -168,7 +168,6 @@ def _run_batch(configs, store, device, jobs, cluster, half, threads, light):
     from joblib import Parallel, delayed
 
     from .record import Record
-
     from .userdata import is_user_dataset, points_of
 
     data = {c.dataset: points_of(c.dataset) for c in configs if is_user_dataset(c.dataset)}

@@ -31,9 +31,9 @@ from torch.func import functional_call, grad_and_value, vmap
 
 from .config import TrainConfig
 from .data import make_dataset
-from .diffusion import NoiseSchedule, sample
+from .diffusion import NoiseSchedule, rows_forward, sample
 from .events import Progress, TrainingFailed, drain
-from .models import Denoiser, build_model
+from .models import build_model
 from .system import arithmetic, keep_freed_memory, synchronize
 
 PER_RUN = ("dataset", "seed")  # what may differ inside a group; every other setting is shared
@@ -276,18 +276,6 @@ class Runs:
                     return vmap(lambda p, xx, tt: functional_call(self.template, p, (xx, tt)))(params, x, t)
             return batched
         return rows_forward(self.emas if which == "ema" else self.models)
-
-
-def rows_forward(models: list[Denoiser]):
-    """f(x (R, N, 2), t (R, N) or one int) -> (R, N, 2): model i on row i, at fixed weights."""
-    tables = [m.tables() for m in models]  # what depends on t alone: once, not at every call
-
-    def f(x, t):
-        outs = [m(x[i], t if isinstance(t, int) else t[i], tab) for i, (m, tab) in enumerate(zip(models, tables))]
-        # each row laid out as the model's own output (a transposed view, models.Branches.output), so
-        # that reductions over a row add in the order they would for the run alone
-        return torch.stack([o.T for o in outs]).transpose(1, 2)
-    return f
 
 
 class DrawsDiffer(RuntimeError):

@@ -183,9 +183,7 @@ def queued_run(cfg) -> None:
         run_header(cfg.dataset, cfg.variant, cfg.seed, cfg.run_id, f"queued (at most {registry.jobs} at once)")
 
 
-def live_panel() -> None:
-    active = registry.running()  # also starts queued runs when a worker is free
-    queued = registry.queued()
+def live_panel(active: list[dict], queued: list) -> None:
     ids = {a["run_id"] for a in active} | {c.run_id for c in queued}
     if not active and not queued:
         st.caption("Nothing is training right now.")
@@ -220,31 +218,29 @@ def recent_runs() -> None:
     st.markdown("\n".join(lines))
 
 
-def running_now() -> frozenset:
-    return frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
-
-
 def body(running: frozenset) -> None:
     """The whole page below the title, drawn in one pass from one reading of what runs, so that no
     part of it can contradict another (the selection "training now" beside "Nothing is training").
     While something runs it is redrawn every second; when what runs changes, the page reruns whole
     (the polling starts or stops)."""
-    if running_now() != running:
+    active = registry.running()  # also starts queued runs when a worker is free
+    queued = registry.queued()
+    if frozenset(a["run_id"] for a in active) | frozenset(c.run_id for c in queued) != running:
         st.rerun()
     if running:  # the live cards first: below a stored run's panel they were two screens down on a phone
         st.subheader("Runs in progress")
-        live_panel()
+        live_panel(active, queued)
         st.subheader("The sidebar's selection")
         selection_panel(running)
     else:
         selection_panel(running)
         st.subheader("Runs in progress")
-        live_panel()
+        live_panel(active, queued)
     recent_section()
 
 
 st.title("Train")
-running = running_now()
+running = frozenset(registry.running_ids()) | frozenset(registry.queued_ids())
 # Poll only while something trains: an idle page costs nothing.
 st.fragment(run_every=1.0 if running else None)(body)(running)
 if ss.watched and not running and st.button("Clear finished runs"):
