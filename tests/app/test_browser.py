@@ -40,6 +40,8 @@ if not Path(CHROMIUM).exists():
 
 # The run this journey trains: long enough to reload mid-run, short enough for a test.
 LIVE = small_config("moons", "adaptive", 5, steps=500)
+DESKTOP = {"width": 1400, "height": 1000}
+PHONE = {"width": 390, "height": 900}
 TIMEOUT_MS = 90_000  # a cap, not a wait: on a loaded machine (CI beside a sweep) pages take longer
 
 
@@ -102,10 +104,32 @@ def serve(small_store, folder: Path):
 def page(server):
     with sync_api.sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
-        context = browser.new_context(accept_downloads=True, viewport={"width": 1400, "height": 1000})
+        context = browser.new_context(accept_downloads=True, viewport=DESKTOP)
         context.set_default_timeout(TIMEOUT_MS)
         yield context.new_page()
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def desktop(page):
+    """Every test starts at a desktop's size, whatever the test before it left (a failed phone-size check
+    must not leave the next test with a collapsed sidebar)."""
+    page.set_viewport_size(DESKTOP)
+
+
+def laid_out(page, check, what: str):
+    """Wait until `check()` holds: after a resize Plotly and Streamlit lay the page out again on their own
+    clock (debounced, slower on a loaded machine), so geometry is awaited, never read once."""
+    def holds():
+        try:
+            return check()
+        except (TypeError, AssertionError):  # a box not drawn yet reads None
+            return False
+    try:
+        return wait_until(holds, 30, what, page)
+    except AssertionError:
+        check()  # the check's own message, where it has one
+        raise
 
 
 def no_exception(page) -> None:
@@ -203,15 +227,20 @@ def test_every_page_renders_with_the_test_runs(page):
     animation.locator(".updatemenu-button", has_text="Play").click()
     wait_until(lambda: label.text_content() == "denoiser input at x0 (data)", 90, "the animation to reach the data")
     # Pause sits above the panels, the slider below them: they never overlap, at any width
-    page.set_viewport_size({"width": 390, "height": 900})
-    page.wait_for_timeout(500)
-    assert not page.locator(".js-plotly-plot").nth(0).is_visible()  # the row of three 100-px panels: hidden
-    stacked = page.locator(".js-plotly-plot").nth(1).bounding_box()
-    assert stacked["width"] > 300 and stacked["height"] > 900  # the panels one above the other, full width
-    pause = animation.locator(".updatemenu-button", has_text="Pause").bounding_box()
-    rail = animation.locator(".slider-rail-rect").bounding_box()
-    assert pause["y"] + pause["height"] <= rail["y"] or rail["y"] + rail["height"] <= pause["y"]
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    page.set_viewport_size(PHONE)
+    laid_out(page, lambda: not page.locator(".js-plotly-plot").nth(0).is_visible(), "the row of three 100-px panels hidden")
+
+    def stacked_full_width():
+        stacked = page.locator(".js-plotly-plot").nth(1).bounding_box()
+        return stacked["width"] > 300 and stacked["height"] > 900
+    laid_out(page, stacked_full_width, "the panels one above the other, full width")
+
+    def pause_clear_of_slider():
+        pause = animation.locator(".updatemenu-button", has_text="Pause").bounding_box()
+        rail = animation.locator(".slider-rail-rect").bounding_box()
+        return pause["y"] + pause["height"] <= rail["y"] or rail["y"] + rail["height"] <= pause["y"]
+    laid_out(page, pause_clear_of_slider, "Pause clear of the slider")
+    page.set_viewport_size(DESKTOP)
     go(page, "alpha(t)", "alpha(t)")
     page.locator(".js-plotly-plot").nth(1).wait_for()  # alpha(t) curves + loss curves
     go(page, "Schedules", "Noise schedules")
@@ -219,39 +248,42 @@ def test_every_page_renders_with_the_test_runs(page):
     page.get_by_text("Not enough paired runs of two schedules").wait_for()  # the study, after the figures
     wide, narrow = page.locator(".st-key-wide_schedule_curves"), page.locator(".st-key-narrow_schedule_curves")
     assert wide.is_visible() and not narrow.is_visible()
-    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the two panels one above the other
+    page.set_viewport_size(PHONE)  # a phone: the two panels one above the other
     narrow.wait_for(state="visible")
     assert not wide.is_visible()
-    titles = [narrow.locator(".g-gtitle, .annotation-text", has_text=t).bounding_box() for t in ("abar(t)", "SNR(t)")]
-    assert titles[0]["y"] + titles[0]["height"] <= titles[1]["y"]  # one above the other, never overprinted
-    assert all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in titles)
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    page.set_viewport_size({"width": 1400, "height": 1000})
+
+    def titles_stacked_on_screen():
+        titles = [narrow.locator(".g-gtitle, .annotation-text", has_text=t).bounding_box() for t in ("abar(t)", "SNR(t)")]
+        return (titles[0]["y"] + titles[0]["height"] <= titles[1]["y"]  # one above the other, never overprinted
+                and all(b["x"] >= 0 and b["x"] + b["width"] <= 390 for b in titles))
+    laid_out(page, titles_stacked_on_screen, "abar(t) above SNR(t), both within 390 px")
+    laid_out(page, lambda: page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing wider than 390 px")
+    page.set_viewport_size(DESKTOP)
     go(page, "Train", "Train")
     assert page.get_by_text("loaded instantly").count() == 1  # moons adaptive seed 0 is stored
     go(page, "Results", "Results")
     assert f"{len(RUNS)} runs with the sidebar's training settings" in page.inner_text('[data-testid="stMain"]')
     page.locator('[data-testid="stDataFrame"]').nth(2).wait_for()  # all three tables now
     assert not page.locator(".compact-table").first.is_visible()  # wide screen: the full tables only
-    page.set_viewport_size({"width": 390, "height": 900})  # a phone: compact tables that fit, nothing sideways
+    page.set_viewport_size(PHONE)  # a phone: compact tables that fit, nothing sideways
     page.locator(".compact-table").first.wait_for(state="visible")
     assert not page.locator('[data-testid="stDataFrame"]').first.is_visible()
-    for box in (page.locator(".compact-table").nth(i).bounding_box() for i in range(3)):
-        assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    laid_out(page, lambda: all(box["x"] >= 0 and box["x"] + box["width"] <= 390 for box in
+                               (page.locator(".compact-table").nth(i).bounding_box() for i in range(3))),
+             "the three compact tables within 390 px")
+    laid_out(page, lambda: page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing wider than 390 px")
+    page.set_viewport_size(DESKTOP)
     go(page, "Verdict", "Does adaptive")
     page.locator(".js-plotly-plot").first.wait_for()  # the forest plot of the paired seeds
     assert "**moons**" not in page.inner_text('[data-testid="stMain"]')  # Markdown rendered, not shown raw
     assert "moons, adaptive − baseline (2 seeds)" in page.inner_text('[data-testid="stMain"]')
-    page.set_viewport_size({"width": 390, "height": 900})  # a phone: the words are there and on screen
-    page.wait_for_timeout(500)
+    page.set_viewport_size(PHONE)  # a phone: the words are there and on screen
     sentence = page.locator('[data-testid="stMarkdownContainer"]', has_text="moons, adaptive − baseline (2 seeds)").first
     assert "undecided" in sentence.inner_text()
-    box = sentence.bounding_box()
-    assert box["x"] >= 0 and box["x"] + box["width"] <= 390
-    assert page.evaluate("document.documentElement.scrollWidth") <= 390
-    page.set_viewport_size({"width": 1400, "height": 1000})
+    laid_out(page, lambda: (box := sentence.bounding_box())["x"] >= 0 and box["x"] + box["width"] <= 390,
+             "the sentence within 390 px")
+    laid_out(page, lambda: page.evaluate("document.documentElement.scrollWidth") <= 390, "nothing wider than 390 px")
+    page.set_viewport_size(DESKTOP)
 
 
 def test_impossible_setting_is_refused_with_a_message(page):

@@ -19,7 +19,7 @@ import pytest
 
 from support import SMALL, small_config, stop_workers, wait_until
 from dualscale import Store
-from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, idle, no_exception, serve, sync_api
+from test_browser import CHROMIUM, CHROMIUM_ARGS, TIMEOUT_MS, idle, laid_out, no_exception, serve, sync_api
 
 PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1440, "height": 900}
@@ -154,8 +154,11 @@ def test_inside_stacks_the_three_fields_on_a_phone_with_titles_clear_of_each_oth
     url, _ = server
     open_page(page, url, "inside", "Inside the models")
     page.get_by_text(re.compile(r"^At t = 50, each arrow")).wait_for()  # the field is drawn
-    titles = check_field_titles(page, PHONE["width"])
-    assert titles[0]["y"] < titles[1]["y"] < titles[2]["y"]  # one above the other
+    def stacked():
+        titles = check_field_titles(page, PHONE["width"])
+        assert titles[0]["y"] < titles[1]["y"] < titles[2]["y"], titles  # one above the other
+        return titles
+    laid_out(page, stacked, "the three field titles one above the other, clear of each other and the toolbar")
     plot = field_plot(page)
     width = boxes(plot)["plot"]["width"]
     assert width > 300  # full width, not a third of it
@@ -166,8 +169,11 @@ def test_inside_stacks_the_three_fields_on_a_phone_with_titles_clear_of_each_oth
     page.set_viewport_size(DESKTOP)  # a wide window: the row of three, the same rules
     wide = page.locator(".st-key-wide_inside_field .js-plotly-plot")
     wide.wait_for(state="visible")
-    titles = check_field_titles(page, DESKTOP["width"])
-    assert titles[0]["x"] < titles[1]["x"] < titles[2]["x"] and abs(titles[0]["y"] - titles[2]["y"]) < 2  # a row
+    def row():
+        titles = check_field_titles(page, DESKTOP["width"])
+        assert titles[0]["x"] < titles[1]["x"] < titles[2]["x"] and abs(titles[0]["y"] - titles[2]["y"]) < 2, titles
+        return titles
+    laid_out(page, row, "the three field titles in a row, clear of each other and the toolbar")
 
 
 def test_inside_arrows_near_t_0_are_arrows_not_dots(server, page):
