@@ -137,10 +137,16 @@ def no_exception(page) -> None:
     assert "Traceback" not in page.inner_text("body")
 
 
+# The app root says whether a script run is in progress ("initial", "running", "rerunRequested",
+# "notRunning"). The status widget cannot say it: with toolbarMode = "minimal" it is never drawn,
+# and where it is drawn it appears only half a second into a run.
+SCRIPT_DONE = '[data-testid="stApp"][data-test-script-state="notRunning"]'
+
+
 def idle(page) -> None:
     """Wait until the script run that the last action started has finished."""
     page.wait_for_timeout(300)  # let the rerun begin before asking whether it ended
-    page.locator('[data-testid="stStatusWidget"]').wait_for(state="hidden", timeout=TIMEOUT_MS)
+    page.locator(SCRIPT_DONE).wait_for(state="attached", timeout=TIMEOUT_MS)
 
 
 def go(page, name: str, title: str) -> None:
