@@ -125,3 +125,28 @@ def test_an_edited_or_malformed_verdict_cache_is_recomputed(small_store, tmp_pat
     for junk in ("{}", "[]", '{"format": "dualscale-cache/1", "key": "x", "digest": "y", "value": {}}'):
         file.write_text(junk)
         assert verdict_of(store.runs(), store).to_json() == truth
+
+
+def test_one_store_reads_a_run_json_again_once_it_is_edited_in_place(small_store, tmp_path):
+    """Store.scan keeps what it read of an unchanged run.json; an edit in place, even one that keeps
+    the file's size and its mtime, is read again and judged."""
+    import shutil
+
+    root = tmp_path / "store"
+    shutil.copytree(small_store, root)
+    store = Store(root)
+    before = {r.id: r for r in store.runs()}
+    rid = sorted(before)[0]
+    path = root / rid / "run.json"
+    text, stat = path.read_text(), path.stat()
+    i = text.index('"created"')
+    digit = next(j for j in range(i, len(text)) if text[j].isdigit() and text[j] != "9")
+    edited = text[:digit] + str(int(text[digit]) + 1) + text[digit + 1:]  # same size, another value
+    with open(path, "r+") as f:  # in place: the same inode
+        f.write(edited)
+    os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # the old mtime, set back by hand
+    runs, problems = store.scan()
+    assert rid not in {r.id for r in runs}
+    assert "edited after it was written" in problems[rid]
+    assert {r.id for r in runs} == set(before) - {rid}
+    assert all(r is not before[r.id] for r in runs)  # fresh objects: no caller shares another's arrays
