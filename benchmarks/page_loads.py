@@ -87,8 +87,9 @@ def main() -> None:
     times: dict[str, list[float]] = {}
     plots: dict[str, list[float]] = {}  # seconds to the first plot, pages that draw one
     tmp = Path(tempfile.mkdtemp(prefix="dualscale-loads-"))
-    shutil.copytree(a.store, tmp / "store", ignore=shutil.ignore_patterns("locks", "progress", "cache"),
-                    symlinks=True)
+    local = {"locks", "progress", "cache"}  # this machine's, at the store's root; reference/cache/ ships (the verdict)
+    shutil.copytree(a.store, tmp / "store", symlinks=True,
+                    ignore=lambda d, names: [n for n in names if n in local and Path(d) == Path(a.store)])
     (tmp / "bare.py").write_text(BARE)
     shutil.copytree(ROOT / ".streamlit", tmp / ".streamlit")  # the bare page under the app's settings
     with sync_playwright() as p:

@@ -27,7 +27,7 @@ class NoiseSchedule(nn.Module):
             raise ValueError(f"unknown prediction {prediction!r}; choose one of: {', '.join(PREDICTIONS)}")
         if schedule in ZERO_TERMINAL_SNR and prediction == "eps":
             raise ValueError(f"the {schedule} schedule reaches SNR 0, where eps-prediction is undefined; use prediction v")
-        betas = BETA_SCHEDULES[schedule](timesteps, beta_start, beta_end)
+        betas = torch.from_numpy(BETA_SCHEDULES[schedule](timesteps, beta_start, beta_end))
         alphas = 1.0 - betas
         abar = torch.cumprod(alphas, 0)
         abar_prev = torch.cat([torch.ones(1, dtype=torch.float64), abar[:-1]])

@@ -2,11 +2,12 @@
 eval loss beside alpha(t)), and what each branch predicts over the plane at a chosen t."""
 from __future__ import annotations
 
+import os
 
 import numpy as np
 import streamlit as st
 
-from dualscale import StoreError
+from dualscale import VARIANTS, StoreError
 from dualscale.inside import branch_field, damaged, field_figure, per_timestep, weights_problem, where_figure
 from dualscale.stats import PAIRS
 from views import common
@@ -21,6 +22,46 @@ def field(root: str, run_id: str, stamp: int, t: int, lim: float) -> dict:
     return branch_field(run.load_model("ema"), make_schedule(run.config), t, lim)
 
 
+@st.cache_data(max_entries=16, show_spinner="Reading the per-timestep losses…")
+def where_in_t(key: tuple, _runs: list) -> tuple[dict, list, int, list[str]]:
+    """(per_timestep of each pair, the adaptive runs' alpha(t), how many runs lack the per-timestep
+    loss, one line per run that cannot be read), once per set of run versions (key: their ids and
+    folder times). One entry per page, not one per run and array: dino's 204 runs were 408 entries
+    of common.load's 256, so every visit read them all again (1.5 s, measured)."""
+    by_t, alphas, lacking, problems = {v: {} for v in VARIANTS}, [], 0, []
+    for r in _runs:
+        try:
+            x, a = r.eval_loss_by_t(), r.alpha() if r.config.variant == "adaptive" else None
+        except StoreError as e:
+            problems.append(str(e).splitlines()[0])
+            continue
+        if x is None:
+            lacking += 1
+        else:
+            by_t[r.config.variant][r.config.seed] = x
+        if a is not None:
+            alphas.append(a)
+    return {f"{a} − {b}": per_timestep(by_t[a], by_t[b]) for a, b in PAIRS}, alphas, lacking, problems
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def _problem(root: str, run_id: str, files: tuple) -> str | None:
+    return weights_problem(common.store().get(run_id))
+
+
+def problem_of(run) -> str | None:
+    """weights_problem (it loads the model: 0.2 s) once per version of the run's files: any write to
+    one, even in place, changes its inode, size, mtime or ctime."""
+    def version(name):
+        try:
+            st_ = os.stat(run.path / name, follow_symlinks=False)
+            return name, st_.st_ino, st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns
+        except OSError as e:
+            return name, repr(e)
+
+    return _problem(common.store_root(), run.id, tuple(version(n) for n in sorted(run.files)))
+
+
 sel = common.selection("Seed (every seed is used above; the field shows the sidebar's run)")
 st.title("Inside the models")
 st.markdown("The paper's idea: a **global** branch (the input as it is) for overall structure, a **local** "
@@ -31,13 +72,11 @@ st.markdown("The paper's idea: a **global** branch (the input as it is) for over
 
 st.subheader(f"Where in t, on {sel.dataset}")
 runs = [r for r in common.all_runs() if r.config.dataset == sel.dataset and common.same_config_settings(r.config, sel.settings)]
-by_t = {v: {r.config.seed: x for r in runs if r.config.variant == v if (x := common.load(r, "eval_loss_by_t")) is not None}
-        for v in ("baseline", "fixed", "adaptive")}
-diffs = {f"{a} − {b}": per_timestep(by_t[a], by_t[b]) for a, b in PAIRS}
-alphas = [x for r in runs if r.config.variant == "adaptive" if (x := common.load(r, "alpha")) is not None]
+diffs, alphas, lacking, unreadable = where_in_t(tuple((r.id, common.stamp(r)) for r in runs), runs)
+for line in unreadable:
+    st.warning(common.literal(line))
 if any(diffs.values()):
     st.plotly_chart(where_figure(diffs, alphas), key="inside_where")
-    lacking = sum(common.load(r, "eval_loss_by_t") is None for r in runs)
     st.caption("Each line: the mean over seeds of the first variant's eval loss minus the second's at that timestep, on "
                "a fixed evaluation set (the same points and noise for every run); below zero the first predicts the "
                "noise better there. The band is a 95% t-interval at each t: description, not a decision."
@@ -54,7 +93,7 @@ if run is None:
 elif run.light:
     st.info(f"{common.describe(run, sel.seed)}: a light run ships without weights. Seed 0 of the shipped runs has "
             "them; or train one on Train.")
-elif (problem := weights_problem(run)) is not None:
+elif (problem := problem_of(run)) is not None:
     st.error(common.literal(problem))  # one line, as it is; the rest of the page stands
 else:
     real = common.real_points(sel.dataset, 3000)
