@@ -40,7 +40,7 @@ def thin(points: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
     return points[np.random.default_rng(seed).choice(len(points), n, replace=False)]
 
 
-def _xy(points: np.ndarray) -> dict:
+def xy(points: np.ndarray) -> dict:
     # float32: Plotly ships numpy arrays as base64 binary, so this halves what travels.
     pts = np.asarray(points, dtype=np.float32)  # (N, 2)
     return {"x": pts[:, 0], "y": pts[:, 1]}
@@ -84,7 +84,7 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
     canvas, 1,080 px high and taller than a phone's screen, was shown only in part once scrolled
     to inside Streamlit's scrolling main area: the lowest (adaptive) panel drew its axes (SVG) but
     no points, though the canvas held them (measured at 390 x 844; the same figure on a plain
-    page drew). SVG points are drawn like the axes: 3 x (3,000 + 1,000) of them, ~0.4 s to draw.
+    page drew). SVG points are drawn like the axes (the Samples page asks for 3 x (1,500 + 500)).
     """
     names = list(panels)
     scatter = go.Scatter if stacked else go.Scattergl
@@ -100,10 +100,10 @@ def sample_panels(real: np.ndarray, panels: dict[str, np.ndarray | None],
         else:
             color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
             shown = thin(pts, n_samples) if n_samples else pts
-            fig.add_trace(scatter(**_xy(shown), mode="markers", name=f"{name} samples",
+            fig.add_trace(scatter(**xy(shown), mode="markers", name=f"{name} samples",
                                   marker={"size": 2.5, "color": color, "opacity": 0.5}),
                           row=row, col=col)
-        fig.add_trace(scatter(**_xy(background), mode="markers", name="real data",  # on top
+        fig.add_trace(scatter(**xy(background), mode="markers", name="real data",  # on top
                               marker={"size": 2, "color": REAL_ON_TOP},
                               showlegend=i == 1, legendgroup="real", hoverinfo="skip"),
                       row=row, col=col)
@@ -157,7 +157,7 @@ def _add_trajectory_traces(fig, names, trajectories, background, frame_ts, notes
     first = _trajectory_step(names, trajectories, frame_ts[0], frame_ts, n_paths)
     per_panel = len(first) // len(names)
     for col, name in enumerate(names, start=1):
-        fig.add_trace(go.Scatter(**_xy(background), mode="markers", hoverinfo="skip",
+        fig.add_trace(go.Scatter(**xy(background), mode="markers", hoverinfo="skip",
                                  marker={"size": 3, "color": REAL_COLOR}), row=1, col=col)
         for trace in first[(col - 1) * per_panel:col * per_panel]:
             fig.add_trace(trace, row=1, col=col)
@@ -177,10 +177,10 @@ def _trajectory_step(names, trajectories, t: int, frame_ts: list[int], n_paths: 
         color = VARIANT_COLORS.get(name.split()[0], "#2e86de")
         tr = trajectories[name]
         pts = tr[1][_frame_index(tr[0], t)] if tr is not None else np.zeros((0, 2))
-        traces.append(go.Scatter(**_xy(_paths(tr, upto, n_paths)), mode="lines", name=f"{name} paths",
+        traces.append(go.Scatter(**xy(_paths(tr, upto, n_paths)), mode="lines", name=f"{name} paths",
                                  hoverinfo="skip", connectgaps=False,
                                  line={"color": _darker(color), "width": 1}, opacity=0.7))
-        traces.append(go.Scatter(**_xy(pts), mode="markers", name=name,
+        traces.append(go.Scatter(**xy(pts), mode="markers", name=name,
                                  marker={"size": 4, "color": color, "opacity": 0.7}))
     return traces
 

@@ -30,8 +30,15 @@ def panels_figure(root: str, dataset: str, keys: tuple):
     samples = {v: common.load(r, "samples") if r else None for v, r in runs.items()}
     trajs = {v: common.load(r, "trajectory") if r else None for v, r in runs.items()}
     notes = {v: "light run: no trajectory stored" for v, r in runs.items() if r is not None and r.light}
-    return (sample_panels(real, samples), sample_panels(real, samples, n_real=1000, stacked=True, n_samples=3000),
+    return (sample_panels(real, samples), phone_panels(real, samples),
             trajectory_animation(real, trajs, notes=notes, n_paths=PATHS))
+
+
+def phone_panels(real, samples: dict, notes: dict | None = None):
+    """The panels one above the other for a phone (shown below 640 px; sent, and drawn hidden, on
+    every visit, a desktop's too): 1,500 samples and 500 real points each, in SVG, which still show each
+    shape in a phone's 360-px panel; every SVG point delays the page's first plot."""
+    return sample_panels(real, samples, n_real=500, stacked=True, n_samples=1500, notes=notes)
 
 
 def step_choices(timesteps: int) -> list[int]:
@@ -119,7 +126,7 @@ def fresh_figures(root: str, dataset: str, keys: tuple, seed: int, steps: int, n
             notes[v] = "weights do not load: not resampled"
             problems.append(f"{v}: run {rid} cannot be resampled: {str(e).splitlines()[0] or type(e).__name__}")
     return (sample_panels(real, samples, notes=notes),
-            sample_panels(real, samples, n_real=1000, stacked=True, n_samples=3000, notes=notes), problems)
+            phone_panels(real, samples, notes), problems)
 
 
 def fresh_controls(shown: dict) -> tuple[int, int] | None:
@@ -195,14 +202,17 @@ else:
 wide, narrow = common.wide_or_narrow("samples")  # below 640 px three side-by-side panels would be 100 px wide
 with wide:
     st.plotly_chart(scatter, key="samples_scatter")
-with narrow:  # a phone: the panels one above the other, 3,000 points each
+with narrow:  # a phone: the panels one above the other, 1,500 points each
     st.plotly_chart(stacked, key="samples_stacked")
-st.subheader("Reverse process")
+reverse = st.expander("**Reverse process**: from noise to data, step by step, with the paths of 20 points",
+                      key="samples_reverse", on_change="rerun", icon=":material/play_circle:")
+if not reverse.open:  # drawn when opened: the animation (1.2 MB, 35 frames) held back the plots above by ~0.7 s
+    st.stop()
 seeds = {r.config.seed for r in shown.values() if r}
 same = ("The variants start from **the same x_T** (seed {0} draws the same noise for each: the same batches, t and "
         "noise in training, then the same sampling draws), so the differences between the panels come from the "
         "models alone.").format(next(iter(seeds))) if len(seeds) == 1 else \
     "The panels show runs of different seeds, so they start from different noise: choose a seed all three have."
-st.caption("From pure noise (largest t) to data (t = 0), a thinned subset of points; the lines follow "
-           f"{PATHS} of them from x_T to the step shown. Drag the timestep slider or press Play. " + same)
-st.plotly_chart(animation, key="samples_trajectory")
+reverse.caption("From pure noise (largest t) to data (t = 0), a thinned subset of points; the lines follow "
+                f"{PATHS} of them from x_T to the step shown. Drag the timestep slider or press Play. " + same)
+reverse.plotly_chart(animation, key="samples_trajectory")

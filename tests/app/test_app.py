@@ -309,6 +309,9 @@ def test_samples_page_shows_three_variants_and_the_reverse_process(app):
     use_small_settings(app)
     select(app, dataset="moons")
     page(app, "samples")
+    assert len(app.get("plotly_chart")) == 2  # the animation waits for its expander to open
+    app.session_state["samples_reverse"] = True  # as a click on "Reverse process" does
+    ok(app.run())
     scatter, stacked, anim = figure(app, 0), figure(app, 1), figure(app, 2)
     titles = [a["text"] for a in scatter["layout"]["annotations"]]
     assert titles[:3] == ["baseline", "fixed", "adaptive"]
@@ -364,7 +367,8 @@ def test_samples_page_draws_a_light_run_without_its_trajectory(store_root, tmp_p
     select(at, dataset="moons")
     page(at, "samples")
     assert len([t for t in figure(at, 0)["data"] if t["name"].endswith("samples")]) == 3
-    animation = figure(at, "samples_trajectory")
+    at.session_state["samples_reverse"] = True
+    animation = figure(ok(at.run()), "samples_trajectory")
     notes = [a["text"] for a in animation["layout"]["annotations"]]
     assert "light run: no trajectory stored" in notes and len(animation["frames"]) > 1  # the others still play
     assert "shipped reference run" in texts(at.caption)
@@ -442,7 +446,8 @@ def test_samples_say_the_three_variants_start_from_the_same_noise(app, store_roo
     use_small_settings(app)
     select(app, dataset="moons", seed=0)
     page(app, "samples")
-    assert "start from **the same x_T**" in texts(app.caption)
+    app.session_state["samples_reverse"] = True  # the reverse process, opened
+    assert "start from **the same x_T**" in texts(ok(app.run()).caption)
     store = Store(store_root)
     starts = [store.find(small_config("moons", v, 0)).trajectory()[1][0] for v in ("baseline", "fixed", "adaptive")]
     assert all(np.array_equal(starts[0], s) for s in starts[1:])

@@ -227,6 +227,9 @@ def test_every_page_renders_with_the_test_runs(page):
     for name, value in SMALL.items():
         set_number(page, LABELS[name], value)
     go(page, "Samples", "Samples")
+    assert page.locator(".js-plotly-plot").count() == 2  # the animation is drawn when its expander opens
+    page.get_by_text("Reverse process", exact=False).first.click()
+    idle(page)
     animation = page.locator(".js-plotly-plot").nth(2)  # after the samples (a row, and stacked for phones)
     label = animation.locator("text.slider-label", has_text="denoiser input at")
     assert label.text_content() == "denoiser input at t = 99"  # starts from pure noise, alpha(t)'s timesteps

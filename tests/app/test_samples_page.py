@@ -166,6 +166,8 @@ def test_light_and_damaged_runs_say_they_cannot_be_resampled(small_store, tmp_pa
 
 def test_the_animation_draws_particle_paths_up_to_each_frame(small_store, monkeypatch):
     at = open_samples(small_store, monkeypatch)
+    at.session_state["samples_reverse"] = True  # the expander opened
+    ok(at.run())
     anim = figure(at, "samples_trajectory")
     names = [t.get("name") for t in anim["data"]]
     for v in VARIANTS:
@@ -260,6 +262,9 @@ def stacked_panels_draw(tb, page, out, tag: str) -> dict:
     assert not page.locator(".st-key-wide_samples .js-plotly-plot").is_visible()  # the row: hidden at 390 px
     areas = stacked.locator(".nsewdrag")
     tb.wait_until(lambda: areas.count() == 3, 90, "three stacked panels", page)
+    if page.locator(".js-plotly-plot").count() < 3:  # the reverse process opens on a click
+        page.get_by_text("Reverse process", exact=False).first.click()
+        tb.idle(page)
     page.locator(".js-plotly-plot").nth(2).evaluate("e => e.scrollIntoView({block: 'center'})")  # the animation
 
     def drawn():
