@@ -176,15 +176,11 @@ class Store:
 
     def _opened(self, path: Path, shipped: bool, base: Path) -> "Run":
         """_open_run, read again only when run.json changed: a page asks for every run several times
-        per visit, and parsing and hashing 768 run.json files took 0.1 s each time (measured). Changed
-        means another inode, size, mtime or ctime; ctime cannot be set back by hand, so an edit in
-        place is always read (and judged) again. A copy each time, so no caller shares a Run's arrays."""
+        per visit, and parsing and hashing 768 run.json files took 0.1 s each time (measured). Changed:
+        another file_version, so an edit in place is always read (and judged) again. A copy each
+        time, so no caller shares a Run's arrays."""
         manifest = self._manifest(base) if shipped else None
-        try:
-            st = os.stat(path / "run.json", follow_symlinks=False)
-            key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, shipped, base.name)
-        except OSError:
-            key = None  # _open_run says why
+        key = file_version(path / "run.json")  # None: _open_run says why
         memo = self.__dict__.setdefault("_runs_read", {})
         hit = memo.get(path)
         if key is None or hit is None or hit[0] != key:
@@ -643,6 +639,16 @@ def _same_file(fd: int, path: Path) -> bool:
 
 # ---- helpers -------------------------------------------------------------------------------
 RUN_NAME = re.compile(r"^[A-Za-z0-9_]+(-[A-Za-z0-9_]+)*-(baseline|fixed|adaptive)-s[0-9]+-[0-9a-f]{12}$")
+
+
+def file_version(path: Path) -> tuple | None:
+    """What changes with every write to a file, even in place: its inode, size, mtime and ctime (ctime
+    cannot be set back by hand). None if it cannot be stat'ed."""
+    try:
+        st = os.stat(path, follow_symlinks=False)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _run_folders(base: Path, problems: dict):

@@ -2,14 +2,13 @@
 eval loss beside alpha(t)), and what each branch predicts over the plane at a chosen t."""
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import streamlit as st
 
 from dualscale import VARIANTS, StoreError
 from dualscale.inside import branch_field, damaged, field_figure, per_timestep, weights_problem, where_figure
 from dualscale.stats import PAIRS
+from dualscale.store import file_version
 from views import common
 
 
@@ -50,16 +49,8 @@ def _problem(root: str, run_id: str, files: tuple) -> str | None:
 
 
 def problem_of(run) -> str | None:
-    """weights_problem (it loads the model: 0.2 s) once per version of the run's files: any write to
-    one, even in place, changes its inode, size, mtime or ctime."""
-    def version(name):
-        try:
-            st_ = os.stat(run.path / name, follow_symlinks=False)
-            return name, st_.st_ino, st_.st_size, st_.st_mtime_ns, st_.st_ctime_ns
-        except OSError as e:
-            return name, repr(e)
-
-    return _problem(common.store_root(), run.id, tuple(version(n) for n in sorted(run.files)))
+    """weights_problem (it loads the model: 0.2 s) once per version of the run's files."""
+    return _problem(common.store_root(), run.id, tuple((n, file_version(run.path / n)) for n in sorted(run.files)))
 
 
 sel = common.selection("Seed (every seed is used above; the field shows the sidebar's run)")

@@ -13,15 +13,13 @@ from dualscale.stats import ALPHA, CONFIRM, CONFIRMATORY, JUDGED, PAIRS, UNDECID
 from views import common, seeds
 
 
-def table(shown):
-    """Every comparison of the chosen pair; the decision third, so a phone sees it without scrolling;
-    the share of seeds where a beats b beside the mean."""
-    import pandas as pd  # here, not at the top: the answer and the forest plot reach the browser first (0.4 s cold)
-
+def table(shown) -> list[dict]:
+    """Every comparison of the chosen pair, a row each; the decision third, so a phone sees it without
+    scrolling; the share of seeds where a beats b beside the mean."""
     def span(c, lo, hi):
         return f"[{diff_text(c.metric, lo)}, {diff_text(c.metric, hi)}]"
 
-    return pd.DataFrame([{
+    return [{
         "dataset": c.dataset, "metric": METRICS[c.metric].short,
         "decision": word(c) + (" (skewed: read P(a better))" if c.gaussian_doubt else ""), "n": c.n,
         "mean diff": diff_text(c.metric, c.mean_diff),
@@ -31,7 +29,16 @@ def table(shown):
         "pairing removes": "" if c.pairing_gain != c.pairing_gain else f"{max(c.pairing_gain, 0):.0%}",
         "family": f"{c.family} ({c.family_size})",
         "projection: 50% / 80% chance of deciding": (f"{c.n50 or '>10000'} / {c.n80 or '>10000'} seeds"
-                                                     if c.decision == UNDECIDED else "")} for c in shown])
+                                                     if c.decision == UNDECIDED else "")} for c in shown]
+
+
+def verdict_csv(comparisons) -> str:
+    """The comparisons as CSV. pandas is imported here, not at the top: the answer and the forest plot
+    reach the browser before its import (0.4 s on a fresh server)."""
+    import pandas as pd
+
+    frame = pd.DataFrame([c.to_json() for c in comparisons]).drop(columns=["values_a", "values_b", "seeds"])
+    return for_csv(frame).to_csv(index=False)
 
 
 def confirmatory(confirm) -> None:
@@ -141,11 +148,7 @@ if verdicts.unpaired:
     runs_now, problems = common.store().scan()
     with st.expander(f"{common.count(len(verdicts.unpaired), 'run')} without a partner (not in any comparison)"):
         st.markdown("\n".join(f"- {line}" for line in unpaired_lines(verdicts.unpaired, runs_now, problems)))
-import pandas as pd  # noqa: E402 - after the plots, see table()
-
-st.download_button("Download the verdict as CSV (one row per comparison)",
-                   for_csv(pd.DataFrame([c.to_json() for c in mine]).drop(columns=["values_a", "values_b", "seeds"]))
-                   .to_csv(index=False),
+st.download_button("Download the verdict as CSV (one row per comparison)", verdict_csv(mine),
                    file_name="dualscale-verdict.csv", mime="text/csv", icon=":material/download:")
 how_to_read(len({c.family for c in mine}))
 
@@ -158,6 +161,6 @@ with st.expander("What the metrics measure"):
                   "practical margin": m.format(m.margin) if m.margin is not None else "not judged",
                   **{f"floor {d}": (m.format(f) if (f := floor(d, m.name)) is not None else "–") for d in datasets},
                   "what it measures": m.help} for m in METRICS.values()]
-    st.dataframe(pd.DataFrame(help_rows), hide_index=True)
+    st.dataframe(help_rows, hide_index=True)
     st.caption("Floor: what a perfect model scores, a second draw of the data against the first "
                "(benchmarks/floors.py); a model cannot be judged below it.")
